@@ -1,0 +1,13 @@
+"""gradtensor: NumPy-style tensors with reverse-mode autograd, on NumPy (CPU) or CuPy (GPU)."""
+from . import autograd, backend, dtypes
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .backend import Device as device
+from .creation import *  # noqa: F401,F403
+from .dtypes import (
+    bfloat16, bool, float16, float32, float64, get_default_dtype, int8, int16, int32, int64,
+    set_default_dtype, uint8,
+)
+from .ops import *  # noqa: F401,F403
+from .tensor import Tensor
+
+__version__ = "0.1.0"

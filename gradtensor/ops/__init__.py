@@ -1,0 +1,41 @@
+"""The differentiable op set, grouped by family, and the Tensor methods and operators built on it."""
+from ..tensor import Tensor
+from . import elementwise, linalg, reduction, shape
+from .elementwise import *  # noqa: F401,F403
+from .linalg import *  # noqa: F401,F403
+from .reduction import *  # noqa: F401,F403
+from .shape import *  # noqa: F401,F403
+
+_FAMILIES = (elementwise, reduction, linalg, shape)
+__all__ = [name for family in _FAMILIES for name in family.__all__]
+
+# Functions that are not natural methods (their first argument is not "the" tensor).
+_NOT_METHODS = {"where", "concatenate", "stack", "einsum", "arctan2", "zeros_like_grad"}
+
+
+def _reflected(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _install_tensor_methods():
+    for name in __all__:
+        if name not in _NOT_METHODS and not hasattr(Tensor, name):
+            setattr(Tensor, name, globals()[name])
+    operators = {
+        "__add__": add, "__sub__": sub, "__mul__": mul, "__truediv__": div, "__floordiv__": floor_divide,
+        "__mod__": remainder, "__pow__": pow, "__matmul__": matmul,
+        "__radd__": _reflected(add), "__rsub__": _reflected(sub), "__rmul__": _reflected(mul),
+        "__rtruediv__": _reflected(div), "__rfloordiv__": _reflected(floor_divide),
+        "__rmod__": _reflected(remainder), "__rpow__": _reflected(pow), "__rmatmul__": _reflected(matmul),
+        "__neg__": neg, "__pos__": positive, "__abs__": abs,
+        "__eq__": equal, "__ne__": not_equal, "__lt__": less, "__le__": less_equal,
+        "__gt__": greater, "__ge__": greater_equal,
+        "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": logical_not,
+        "__rand__": _reflected(logical_and), "__ror__": _reflected(logical_or),
+        "__rxor__": _reflected(logical_xor),
+    }
+    for name, fn in operators.items():
+        setattr(Tensor, name, fn)
+
+
+_install_tensor_methods()

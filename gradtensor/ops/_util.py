@@ -1,0 +1,80 @@
+"""Helpers shared by the op families: operand conversion, broadcasting gradients, axes."""
+import numbers
+
+from .. import backend, dtypes
+from ..tensor import Tensor
+
+
+def as_tensor_like(x, like):
+    """A non-Tensor operand (NumPy array, list) as a tensor on `like`'s device, no grad.
+
+    Python scalars stay scalars so that NumPy's weak-scalar rules keep float32 float32.
+    """
+    if type(x) is Tensor or isinstance(x, numbers.Number):
+        return x
+    if hasattr(x, "__array__") or isinstance(x, (list, tuple)) or hasattr(x, "__cuda_array_interface__"):
+        mod = backend.xp(like.data)
+        arr = mod.asarray(x)
+        if arr.dtype == "float64" and not hasattr(x, "dtype"):
+            arr = arr.astype(dtypes.get_default_dtype())
+        return Tensor(arr)
+    raise TypeError(f"unsupported operand type {type(x).__name__}; expected a Tensor, a number or an array")
+
+
+def binary_operands(a, b, op):
+    """Convert operands of a binary op; at least one must be a Tensor."""
+    if type(a) is not Tensor:
+        if type(b) is not Tensor:
+            raise TypeError(f"{op}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+        a = as_tensor_like(a, b)
+    elif type(b) is not Tensor:
+        b = as_tensor_like(b, a)
+    return a, b
+
+
+def data_of(x):
+    return x.data if type(x) is Tensor else x
+
+
+def shape_of(x):
+    return x.data.shape if type(x) is Tensor else ()
+
+
+def broadcast_error(op, a, b):
+    return ValueError(
+        f"{op}: operands with shapes {tuple(shape_of(a))} and {tuple(shape_of(b))} cannot be broadcast together"
+    )
+
+
+def sum_to(grad, shape):
+    """Reduce a broadcast gradient back to `shape` (differentiable: it is sum + reshape)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1
+    )
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    if lead:
+        grad = grad.reshape(shape)
+    return grad
+
+
+def normalize_axis(axis, ndim, op):
+    """An int axis in [0, ndim), with a clear error when out of range."""
+    if not -ndim <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
+    return axis % ndim if ndim else 0
+
+
+def normalize_axes(axis, ndim, op):
+    """A sorted tuple of non-negative axes from None, an int or a sequence."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, numbers.Integral):
+        axis = (axis,)
+    axes = tuple(sorted(normalize_axis(int(a), ndim, op) for a in axis))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return axes

@@ -1,0 +1,747 @@
+"""Elementwise ops: arithmetic, math functions, comparisons. Each backward sits under its forward."""
+import math
+import numbers
+
+from .. import backend, dtypes
+from ..autograd.function import Function
+from ..tensor import Tensor
+from ._util import binary_operands, broadcast_error, data_of, shape_of, sum_to
+
+__all__ = [
+    "add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "pow", "neg", "positive",
+    "abs", "sign", "exp", "exp2", "log", "log2", "log10", "log1p", "expm1", "sqrt", "rsqrt",
+    "square", "reciprocal", "sin", "cos", "tan", "tanh", "sinh", "cosh", "arcsin", "arccos",
+    "arctan", "arctan2", "sigmoid", "relu", "maximum", "minimum", "clip", "where", "erf",
+    "floor", "ceil", "round", "equal", "not_equal", "less", "less_equal", "greater",
+    "greater_equal", "logical_and", "logical_or", "logical_xor", "logical_not", "isnan", "isinf",
+    "isfinite", "zeros_like_grad",
+]
+
+
+def _xp(t):
+    return backend.xp(t.data)
+
+
+def zeros_like_grad(g):
+    """A zero gradient shaped like g (for ops whose derivative is zero almost everywhere)."""
+    return Tensor(_xp(g).zeros_like(g.data))
+
+
+def _apply_binary(fn, a, b, op):
+    a, b = binary_operands(a, b, op)
+    try:
+        return fn.apply(a, b)
+    except ValueError as e:
+        if "broadcast" in str(e):
+            raise broadcast_error(op, a, b) from None
+        raise
+
+
+# --- arithmetic ---------------------------------------------------------------------------
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = shape_of(a), shape_of(b)
+        return data_of(a) + data_of(b)
+
+    @staticmethod
+    def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        return (sum_to(g, ctx.shapes[0]) if need_a else None, sum_to(g, ctx.shapes[1]) if need_b else None)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = shape_of(a), shape_of(b)
+        return data_of(a) - data_of(b)
+
+    @staticmethod
+    def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        return (sum_to(g, ctx.shapes[0]) if need_a else None, sum_to(-g, ctx.shapes[1]) if need_b else None)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return data_of(a) * data_of(b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        return (sum_to(g * b, shape_of(a)) if need_a else None, sum_to(g * a, shape_of(b)) if need_b else None)
+
+
+def _true_div_dtype(a, b):
+    """int / int gives the default float dtype (as PyTorch), not NumPy's float64."""
+    kinds = {data_of(x).dtype.kind if type(x) is Tensor else ("f" if isinstance(x, float) else "i") for x in (a, b)}
+    return dtypes.get_default_dtype() if kinds <= {"i", "u", "b"} else None
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        out = data_of(a) / data_of(b)
+        dtype = _true_div_dtype(a, b)
+        return out.astype(dtype) if dtype is not None else out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = sum_to(g / b, shape_of(a)) if need_a else None
+        gb = sum_to(-g * a / (b * b), shape_of(b)) if need_b else None
+        return ga, gb
+
+
+class FloorDivide(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = shape_of(a), shape_of(b)
+        return data_of(a) // data_of(b)
+
+    @staticmethod
+    def backward(ctx, g):  # piecewise constant: zero gradient
+        zero = zeros_like_grad(g)
+        return tuple(sum_to(zero, s) if need else None for s, need in zip(ctx.shapes, ctx.needs_input_grad))
+
+
+class Remainder(Function):
+    """a % b with Python's (and PyTorch's) sign convention; d/da = 1, d/db = -floor(a / b)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return data_of(a) % data_of(b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = sum_to(g, shape_of(a)) if need_a else None
+        gb = sum_to(-g * floor_divide(a, b), shape_of(b)) if need_b else None
+        return ga, gb
+
+
+class Pow(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        base = data_of(a)
+        if isinstance(b, numbers.Number) and type(base) is not Tensor and base.dtype.kind in "iu" and b < 0:
+            base = base.astype(dtypes.get_default_dtype())  # NumPy refuses ints to negative powers
+        return ctx.save_output(base ** data_of(b))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = gb = None
+        if need_a:
+            ga = sum_to(g * b * a ** (b - 1), shape_of(a))
+        if need_b:
+            # d/db a^b = a^b log a; taken as 0 where a == 0 (the limit for b > 0), as PyTorch does
+            log_a = where(a == 0, 0.0, log(where(a == 0, 1.0, a)))
+            gb = sum_to(g * ctx.saved_output() * log_a, shape_of(b))
+        return ga, gb
+
+
+def add(a, b):
+    return _apply_binary(Add, a, b, "add")
+
+
+def sub(a, b):
+    return _apply_binary(Sub, a, b, "sub")
+
+
+def mul(a, b):
+    return _apply_binary(Mul, a, b, "mul")
+
+
+def div(a, b):
+    return _apply_binary(Div, a, b, "div")
+
+
+true_divide = div
+
+
+def floor_divide(a, b):
+    return _apply_binary(FloorDivide, a, b, "floor_divide")
+
+
+def remainder(a, b):
+    return _apply_binary(Remainder, a, b, "remainder")
+
+
+def pow(a, b):  # noqa: A001 - the array-API name
+    return _apply_binary(Pow, a, b, "pow")
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return -x.data
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+def neg(x):
+    return Neg.apply(x)
+
+
+def positive(x):
+    return x
+
+
+# --- unary math: out = f(x), backward = g * f'(x) --------------------------------------------
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).abs(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * sign(x)
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).exp(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.saved_output()
+
+
+class Exp2(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).exp2(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.saved_output() * math.log(2.0)
+
+
+class Expm1(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).expm1(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (ctx.saved_output() + 1)
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).log(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / x
+
+
+class Log2(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).log2(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / (x * math.log(2.0))
+
+
+class Log10(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).log10(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / (x * math.log(10.0))
+
+
+class Log1p(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).log1p(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / (x + 1)
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).sqrt(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (2 * ctx.saved_output())
+
+
+class Rsqrt(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(1 / _xp(x).sqrt(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.saved_output()
+        return g * -0.5 * out * out * out
+
+
+class Square(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.data * x.data
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 2 * x
+
+
+class Reciprocal(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).reciprocal(x.data.astype(_float_dtype(x.data.dtype))))
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.saved_output()
+        return -g * out * out
+
+
+class Sin(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).sin(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * cos(x)
+
+
+class Cos(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).cos(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return -g * sin(x)
+
+
+class Tan(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).tan(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.saved_output()
+        return g * (1 + out * out)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).tanh(x.data))
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.saved_output()
+        return g * (1 - out * out)
+
+
+class Sinh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).sinh(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * cosh(x)
+
+
+class Cosh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).cosh(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * sinh(x)
+
+
+class Arcsin(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).arcsin(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * rsqrt(1 - x * x)
+
+
+class Arccos(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).arccos(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return -g * rsqrt(1 - x * x)
+
+
+class Arctan(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _xp(x).arctan(x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / (1 + x * x)
+
+
+class Arctan2(Function):
+    @staticmethod
+    def forward(ctx, y, x):
+        ctx.save_for_backward(y, x)
+        return backend.xp(data_of(y) if type(y) is Tensor else data_of(x)).arctan2(data_of(y), data_of(x))
+
+    @staticmethod
+    def backward(ctx, g):
+        y, x = ctx.saved_tensors
+        need_y, need_x = ctx.needs_input_grad
+        denom = x * x + y * y
+        gy = sum_to(g * x / denom, shape_of(y)) if need_y else None
+        gx = sum_to(-g * y / denom, shape_of(x)) if need_x else None
+        return gy, gx
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        mod = _xp(x)
+        # exp of -|x| never overflows; the two branches agree where both are finite
+        z = mod.exp(-mod.abs(x.data))
+        out = mod.where(x.data >= 0, 1 / (1 + z), z / (1 + z))
+        return ctx.save_output(out.astype(x.data.dtype, copy=False))
+
+    @staticmethod
+    def backward(ctx, g):
+        out = ctx.saved_output()
+        return g * out * (1 - out)
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.save_output(_xp(x).maximum(x.data, 0))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * Tensor(ctx.saved_output().data > 0)
+
+
+class Erf(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return backend.erf(x.data).astype(x.data.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (2 / math.sqrt(math.pi)) * exp(-x * x)
+
+
+class _Rounding(Function):
+    """floor / ceil / round: piecewise constant, so the gradient is zero."""
+
+    @staticmethod
+    def backward(ctx, g):
+        return zeros_like_grad(g)
+
+
+class Floor(_Rounding):
+    @staticmethod
+    def forward(ctx, x):
+        return _xp(x).floor(x.data)
+
+
+class Ceil(_Rounding):
+    @staticmethod
+    def forward(ctx, x):
+        return _xp(x).ceil(x.data)
+
+
+class Round(_Rounding):
+    @staticmethod
+    def forward(ctx, x, decimals=0):
+        return _xp(x).round(x.data, decimals)
+
+
+class Sign(_Rounding):
+    @staticmethod
+    def forward(ctx, x):
+        return _xp(x).sign(x.data)
+
+
+def _float_dtype(dtype):
+    return dtype if dtype.kind == "f" or dtypes.is_floating(dtype) else dtypes.get_default_dtype()
+
+
+def _unary(fn, name, float_only=True):
+    def op(x):
+        if type(x) is not Tensor:
+            raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+        if float_only and x.data.dtype.kind in "iub":
+            x = Tensor(x.data.astype(dtypes.get_default_dtype()))
+        return fn.apply(x)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"Elementwise {name}, differentiable."
+    return op
+
+
+abs = _unary(Abs, "abs", float_only=False)  # noqa: A001
+sign = _unary(Sign, "sign", float_only=False)
+exp = _unary(Exp, "exp")
+exp2 = _unary(Exp2, "exp2")
+expm1 = _unary(Expm1, "expm1")
+log = _unary(Log, "log")
+log2 = _unary(Log2, "log2")
+log10 = _unary(Log10, "log10")
+log1p = _unary(Log1p, "log1p")
+sqrt = _unary(Sqrt, "sqrt")
+rsqrt = _unary(Rsqrt, "rsqrt")
+square = _unary(Square, "square", float_only=False)
+reciprocal = _unary(Reciprocal, "reciprocal")
+sin = _unary(Sin, "sin")
+cos = _unary(Cos, "cos")
+tan = _unary(Tan, "tan")
+tanh = _unary(Tanh, "tanh")
+sinh = _unary(Sinh, "sinh")
+cosh = _unary(Cosh, "cosh")
+arcsin = _unary(Arcsin, "arcsin")
+arccos = _unary(Arccos, "arccos")
+arctan = _unary(Arctan, "arctan")
+sigmoid = _unary(Sigmoid, "sigmoid")
+relu = _unary(Relu, "relu", float_only=False)
+erf = _unary(Erf, "erf")
+floor = _unary(Floor, "floor", float_only=False)
+ceil = _unary(Ceil, "ceil", float_only=False)
+
+
+def round(x, decimals=0):  # noqa: A001
+    """Round half to even (as NumPy); zero gradient."""
+    return Round.apply(x, decimals=decimals)
+
+
+def arctan2(y, x):
+    return _apply_binary(Arctan2, y, x, "arctan2")
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+class Maximum(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return backend.xp(data_of(a) if type(a) is Tensor else data_of(b)).maximum(data_of(a), data_of(b))
+
+    @staticmethod
+    def backward(ctx, g):
+        return _select_backward(ctx, g, greater)
+
+
+class Minimum(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return backend.xp(data_of(a) if type(a) is Tensor else data_of(b)).minimum(data_of(a), data_of(b))
+
+    @staticmethod
+    def backward(ctx, g):
+        return _select_backward(ctx, g, less)
+
+
+def _select_backward(ctx, g, wins):
+    """Gradient of max/min: to the winner; split evenly on ties (as PyTorch)."""
+    a, b = ctx.saved_tensors
+    need_a, need_b = ctx.needs_input_grad
+    share_a = where(wins(a, b), 1.0, where(equal(a, b), 0.5, 0.0)).astype(g.dtype)
+    ga = sum_to(g * share_a, shape_of(a)) if need_a else None
+    gb = sum_to(g * (1 - share_a), shape_of(b)) if need_b else None
+    return ga, gb
+
+
+def maximum(a, b):
+    return _apply_binary(Maximum, a, b, "maximum")
+
+
+def minimum(a, b):
+    return _apply_binary(Minimum, a, b, "minimum")
+
+
+class Clip(Function):
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        ctx.save_for_backward(x, lo, hi)
+        out = x.data
+        mod = _xp(x)
+        if lo is not None:
+            out = mod.maximum(out, data_of(lo))
+        if hi is not None:
+            out = mod.minimum(out, data_of(hi))
+        return out.astype(x.data.dtype, copy=out is x.data)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, lo, hi = ctx.saved_tensors
+        need_x, need_lo, need_hi = ctx.needs_input_grad
+        mod, xd = _xp(x), x.data
+        below = mod.zeros(xd.shape, bool) if lo is None else xd < data_of(lo)
+        above = mod.zeros(xd.shape, bool) if hi is None else xd > data_of(hi)
+        if lo is not None and hi is not None:  # hi wins where lo > hi, as in NumPy's clip
+            above = above | (data_of(lo) > data_of(hi))
+            below = below & ~above
+        inside = ~(below | above)
+        gx = sum_to(g * Tensor(inside), x.shape) if need_x else None
+        glo = sum_to(g * Tensor(below), shape_of(lo)) if need_lo else None
+        ghi = sum_to(g * Tensor(above), shape_of(hi)) if need_hi else None
+        return gx, glo, ghi
+
+
+def clip(x, min=None, max=None):  # noqa: A002 - NumPy's keyword names (a_min/a_max also accepted positionally)
+    """Limit x to [min, max]; the gradient flows to x inside the range and to the bound outside."""
+    lo = min if min is None or isinstance(min, (numbers.Number, Tensor)) else Tensor(backend.xp(x.data).asarray(min))
+    hi = max if max is None or isinstance(max, (numbers.Number, Tensor)) else Tensor(backend.xp(x.data).asarray(max))
+    return Clip.apply(x, lo, hi)
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.cond = cond
+        ctx.shapes = shape_of(a), shape_of(b)
+        c = cond.data
+        return backend.xp(c).where(c, data_of(a), data_of(b))
+
+    @staticmethod
+    def backward(ctx, g):
+        _, need_a, need_b = ctx.needs_input_grad
+        cond = ctx.cond
+        zero = zeros_like_grad(g)
+        ga = sum_to(where(cond, g, zero), ctx.shapes[0]) if need_a else None
+        gb = sum_to(where(cond, zero, g), ctx.shapes[1]) if need_b else None
+        return None, ga, gb
+
+
+def where(condition, a, b):
+    """Elementwise a where condition else b, broadcasting all three."""
+    like = next((t for t in (condition, a, b) if type(t) is Tensor), None)
+    if like is None:
+        raise TypeError("where: expected a Tensor among condition, a and b")
+    mod = backend.xp(like.data)
+    if type(condition) is not Tensor or condition.dtype != dtypes.bool:
+        condition = Tensor(mod.asarray(data_of(condition)).astype(bool))
+    if type(a) is not Tensor and type(b) is not Tensor:  # two scalars: float ones give the default dtype
+        a = Tensor(mod.asarray(a, dtype=dtypes.get_default_dtype() if isinstance(a, float) else None))
+    a, b = binary_operands(a, b, "where")
+    try:
+        return Where.apply(condition, a, b)
+    except ValueError as e:
+        if "broadcast" in str(e):
+            raise ValueError(
+                f"where: condition, a and b with shapes {condition.shape}, {tuple(shape_of(a))} and "
+                f"{tuple(shape_of(b))} cannot be broadcast together"
+            ) from None
+        raise
+
+
+# --- comparisons and logic: bool results, no gradient ---------------------------------------------
+
+
+def _no_grad_binary(ufunc_name, op):
+    def fn(a, b):
+        a, b = binary_operands(a, b, op)
+        x = data_of(a if type(a) is Tensor else b)
+        try:
+            out = getattr(backend.xp(x), ufunc_name)(data_of(a), data_of(b))
+        except ValueError as e:
+            if "broadcast" in str(e):
+                raise broadcast_error(op, a, b) from None
+            raise
+        return Tensor(backend.xp(x).asarray(out))
+
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = f"Elementwise {op}; returns a bool tensor with no gradient."
+    return fn
+
+
+def _no_grad_unary(ufunc_name):
+    def fn(x):
+        return Tensor(backend.xp(x.data).asarray(getattr(backend.xp(x.data), ufunc_name)(x.data)))
+
+    fn.__name__ = fn.__qualname__ = ufunc_name
+    fn.__doc__ = f"Elementwise {ufunc_name}; no gradient."
+    return fn
+
+
+equal = _no_grad_binary("equal", "equal")
+not_equal = _no_grad_binary("not_equal", "not_equal")
+less = _no_grad_binary("less", "less")
+less_equal = _no_grad_binary("less_equal", "less_equal")
+greater = _no_grad_binary("greater", "greater")
+greater_equal = _no_grad_binary("greater_equal", "greater_equal")
+logical_and = _no_grad_binary("logical_and", "logical_and")
+logical_or = _no_grad_binary("logical_or", "logical_or")
+logical_xor = _no_grad_binary("logical_xor", "logical_xor")
+logical_not = _no_grad_unary("logical_not")
+isnan = _no_grad_unary("isnan")
+isinf = _no_grad_unary("isinf")
+isfinite = _no_grad_unary("isfinite")

@@ -1,0 +1,88 @@
+"""Shared checks for op tests: compare an op with its NumPy reference, forward and backward.
+
+`check_op(case)` runs, for one table row:
+  1. forward in float64 against the NumPy reference;
+  2. gradcheck and gradgradcheck (float64 central differences);
+  3. a float32 run: the output stays float32 and every gradient has its input's shape and dtype.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+import gradtensor as gt
+from gradtensor.autograd import gradcheck, gradgradcheck
+
+
+@dataclass
+class OpCase:
+    name: str
+    fn: Callable  # takes gradtensor tensors
+    ref: Optional[Callable]  # takes NumPy arrays; None when there is no NumPy counterpart
+    shapes: Sequence[tuple]  # one shape per tensor input
+    domain: tuple = (-2.0, 2.0)  # inputs are drawn uniformly from here...
+    away_from: Optional[Sequence[float]] = None  # ...at least 0.1 away from these points (kinks)
+    second_order: bool = True
+    atol: float = 1e-5
+    rtol: float = 1e-3
+    seed: int = 0
+    grad_inputs: Optional[Sequence[int]] = None  # which inputs require grad (default: all)
+    extra: dict = field(default_factory=dict)
+
+    def __str__(self):
+        return f"{self.name}{list(self.shapes)}"
+
+
+def make_inputs(case, dtype=np.float64):
+    rng = np.random.default_rng(case.seed)
+    arrays = []
+    for shape in case.shapes:
+        a = rng.uniform(*case.domain, size=shape)
+        if case.away_from:
+            for p in case.away_from:
+                near = np.abs(a - p) < 0.1
+                a = np.where(near, a + np.where(a >= p, 0.2, -0.2), a)
+        arrays.append(np.asarray(a, dtype=dtype))
+    return arrays
+
+
+def check_op(case):
+    arrays = make_inputs(case)
+    grad_idx = range(len(arrays)) if case.grad_inputs is None else case.grad_inputs
+    tensors = [gt.tensor(a, requires_grad=i in grad_idx) for i, a in enumerate(arrays)]
+
+    out = case.fn(*tensors)
+    if case.ref is not None:
+        expected = case.ref(*[a.copy() for a in arrays])
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        exps = expected if isinstance(expected, (tuple, list)) else (expected,)
+        assert len(outs) == len(exps), f"{case}: {len(outs)} outputs, reference gave {len(exps)}"
+        for o, e in zip(outs, exps):
+            e = np.asarray(e)
+            assert o.shape == e.shape, f"{case}: forward shape {o.shape}, reference {e.shape}"
+            np.testing.assert_allclose(o.numpy(), e, rtol=1e-7, atol=1e-10, err_msg=str(case))
+
+    assert gradcheck(case.fn, tensors, atol=case.atol, rtol=case.rtol)
+    if case.second_order:
+        assert gradgradcheck(case.fn, tensors, atol=case.atol, rtol=case.rtol)
+
+    check_float32(case)
+
+
+def check_float32(case):
+    arrays = make_inputs(case, np.float32)
+    grad_idx = range(len(arrays)) if case.grad_inputs is None else case.grad_inputs
+    tensors = [gt.tensor(a, requires_grad=i in grad_idx) for i, a in enumerate(arrays)]
+    out = case.fn(*tensors)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for o in outs:
+        if o.dtype.kind == "f":
+            assert o.dtype == np.float32, f"{case}: float32 inputs gave a {o.dtype} output"
+    total = sum((o * o).sum() for o in outs if o.requires_grad)
+    if not isinstance(total, gt.Tensor):
+        return
+    total.backward()
+    for t in tensors:
+        if t.requires_grad and t.grad is not None:
+            assert t.grad.shape == t.shape, f"{case}: grad shape {t.grad.shape} != input shape {t.shape}"
+            assert t.grad.dtype == t.dtype, f"{case}: grad dtype {t.grad.dtype} != input dtype {t.dtype}"
