@@ -1,4 +1,5 @@
 """Autograd: the tape's nodes (Function), the backward engine, grad modes and checks."""
+from . import functional
 from .engine import grad
 from .function import Function
 from .grad_mode import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled

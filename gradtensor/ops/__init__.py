@@ -1,12 +1,13 @@
 """The differentiable op set, grouped by family, and the Tensor methods and operators built on it."""
 from ..tensor import Tensor
-from . import elementwise, linalg, reduction, shape
+from . import elementwise, indexing, linalg, reduction, shape
 from .elementwise import *  # noqa: F401,F403
+from .indexing import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from .reduction import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 
-_FAMILIES = (elementwise, reduction, linalg, shape)
+_FAMILIES = (elementwise, reduction, linalg, shape, indexing)
 __all__ = [name for family in _FAMILIES for name in family.__all__]
 
 # Functions that are not natural methods (their first argument is not "the" tensor).

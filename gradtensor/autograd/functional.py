@@ -1,0 +1,1 @@
+"""Higher-level autograd: vjp, jvp, hvp, vhp, jacobian, hessian."""

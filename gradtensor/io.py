@@ -1,0 +1,1 @@
+"""Saving and loading state dicts in the safetensors format."""
