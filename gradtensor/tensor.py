@@ -33,12 +33,14 @@ class Tensor:
         self.grad = None
         self.grad_fn = grad_fn
         self._output_nr = output_nr
-        self._version = version if version is not None else [0]
+        self._version = [0] if version is None else version
         self._accumulator = None
         self._hooks = None
-        self.requires_grad = False
-        if requires_grad:
-            self.requires_grad_(True)
+        if requires_grad and grad_fn is None and not dtypes.is_floating(data.dtype):
+            raise TypeError(
+                f"requires_grad: only floating-point tensors can require gradients, got dtype {data.dtype}"
+            )
+        self.requires_grad = requires_grad
 
     # --- attributes -------------------------------------------------------------------
     @property
@@ -155,8 +157,6 @@ class Tensor:
         """The AccumulateGrad node of this leaf, shared by every op that uses it."""
         acc = self._accumulator() if self._accumulator is not None else None
         if acc is None:
-            from .autograd.function import AccumulateGrad
-
             acc = AccumulateGrad(self)
             self._accumulator = weakref.ref(acc)
         return acc
@@ -241,6 +241,22 @@ class Tensor:
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
+
+
+class AccumulateGrad:
+    """The node that ends every path at a leaf: backward adds the incoming gradient to leaf.grad.
+
+    The leaf refers to it only weakly (the graph holds it), so no leaf <-> node cycle outlives the graph.
+    """
+
+    __slots__ = ("variable", "next_edges", "__weakref__")
+
+    def __init__(self, variable):
+        self.variable = variable
+        self.next_edges = ()
+
+    def name(self):
+        return "AccumulateGrad"
 
 
 class _RemovableHandle:

@@ -6,7 +6,7 @@ times receives the sum of its gradients before its own node runs.
 """
 from .. import backend
 from ..tensor import Tensor
-from .function import AccumulateGrad, _check_finite
+from .function import AccumulateGrad, _check_finite, _freed_error
 from .grad_mode import state
 
 
@@ -114,13 +114,14 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
 
 def _run_node(node, grads, buffers, borrowed):
     """Call node's backward and route each input gradient to the node that produced that input."""
-    meta_out = node._output_meta
-    if meta_out is not None:  # several outputs: unused ones get zero gradients
+    if node._output_meta is not None:  # several outputs: unused ones get zero gradients
         for i, g in enumerate(grads):
             if g is None:
-                shape, dtype = meta_out[i]
+                shape, dtype = node._output_meta[i]
                 grads[i] = Tensor(backend.xp(_first(grads).data).zeros(shape, dtype))
-    in_grads = node._run_backward(grads)
+    if node._freed:
+        raise _freed_error(node)
+    in_grads = type(node).backward(node, *grads)
     if type(in_grads) is not tuple:
         in_grads = (in_grads,)
     edges = node.next_edges
@@ -128,26 +129,26 @@ def _run_node(node, grads, buffers, borrowed):
         raise RuntimeError(
             f"{node.name()}: backward returned {len(in_grads)} gradients but the forward took {len(edges)} inputs"
         )
-    incoming = {id(g.data) for g in grads}
-    seen_out = set()
+    handed = []  # arrays handed on so far: one array must not reach two places unmarked
     for i, (edge, g) in enumerate(zip(edges, in_grads)):
         if edge is None or g is None:
             continue
         shape, dtype = node._input_meta[i]
-        if type(g) is not Tensor:
+        if not isinstance(g, Tensor):
             g = Tensor(g)
-        if g.shape != shape:
+        data = g.data
+        if data.shape != shape:
             raise RuntimeError(
-                f"{node.name()}: backward returned a gradient of shape {g.shape} for input {i} of shape {shape}"
+                f"{node.name()}: backward returned a gradient of shape {data.shape} for input {i} of shape {shape}"
             )
-        if g.dtype != dtype:
+        if data.dtype != dtype:
             g = g.astype(dtype)
-        key = id(g.data)
-        if key in incoming or key in seen_out:
-            borrowed.add(key)
-        seen_out.add(key)
+            data = g.data
+        if any(data is h for h in handed) or any(gin is not None and data is gin.data for gin in grads):
+            borrowed.add(id(data))
+        handed.append(data)
         if state.anomaly:
-            _check_finite((g.data,), f"{node.name()} (backward of {type(node).op_name()})")
+            _check_finite((data,), f"{node.name()} (backward of {type(node).op_name()})")
         _add_to_buffer(buffers, edge[0], edge[1], g)
 
 

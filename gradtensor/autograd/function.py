@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..dtypes import bfloat16 as _bfloat16
-from ..tensor import Tensor
+from ..tensor import AccumulateGrad, Tensor  # noqa: F401 (AccumulateGrad re-exported for the engine)
 from .grad_mode import state
 
 
@@ -30,88 +30,96 @@ class Function:
         "needs_input_grad",
         "next_edges",  # per input: (node, output_nr), or None when no gradient flows there
         "_input_meta",  # per input: (shape, dtype) to check the gradients backward returns
-        "_output_meta",  # per output: (shape, dtype), to fill gradients of unused outputs
-        "_saved",  # [(tensor, version at save time)]
-        "_saved_output",  # the output array, when forward asked to keep it (ctx.save_output)
-        "_hooks",  # {output_nr: [hook]} of non-leaf tensors
-        "_freed",
         "__dict__",  # ops keep small extras (axes, shapes, masks) as ctx attributes
         "__weakref__",
     )
+    # Defaults read through the class until an instance sets them (saves per-op initialisation).
+    _saved = None  # the tensors (or None/numbers) forward saved
+    _saved_versions = None  # their version counters at save time, taken when the op is recorded
+    _saved_output = None  # the output array, when forward asked to keep it (ctx.save_output)
+    _hooks = None  # {output_nr: [hook]} of non-leaf tensors
+    _freed = False
+    _output_meta = None  # per output (shape, dtype) when there are several: unused ones get zero gradients
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        ctx = cls.__new__(cls)
-        ctx._saved = None
-        ctx._saved_output = None
-        ctx._hooks = None
-        ctx._freed = False
-        needs = tuple(type(a) is Tensor and a.requires_grad for a in args)
-        ctx.needs_input_grad = needs
-        record = state.grad_enabled and True in needs
-
-        arrays = [a.data for a in args if type(a) is Tensor]
-        if len(arrays) > 1 and not backend.same_device(arrays):
-            devices = ", ".join(str(backend.device_of(a)) for a in arrays)
-            raise RuntimeError(f"{cls.op_name()}: operands are on different devices ({devices}); move them to one")
-
+        ctx = _new(cls)
         prev = state.grad_enabled
+        needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
+        ctx.needs_input_grad = needs
         state.grad_enabled = False
         try:
             out = cls.forward(ctx, *args, **kwargs)
+        except Exception:
+            _raise_if_devices_differ(cls, args)  # a clearer message than the array library's
+            raise
         finally:
             state.grad_enabled = prev
 
-        multiple = type(out) is tuple
-        outs = out if multiple else (out,)
-        outs = tuple(o if type(o) is _ndarray else _as_array(o) for o in outs)
+        single = type(out) is not tuple
+        if single:
+            if type(out) is not _ndarray:
+                out = _as_array(out)
+            outs = (out,)
+        else:
+            outs = tuple(o if type(o) is _ndarray else _as_array(o) for o in out)
         if state.anomaly:
             _check_finite(outs, f"{cls.op_name()} (forward)")
 
-        if not record:
-            ctx._saved = None
-            results = tuple(Tensor(o) for o in outs)
-            return results if multiple else results[0]
+        if not (prev and True in needs):
+            if single:
+                return Tensor(out)
+            return tuple(Tensor(o) for o in outs)
 
         edges = []
         meta = []
         for a, need in zip(args, needs):
             if need:
                 fn = a.grad_fn
-                edges.append((fn, a._output_nr) if fn is not None else (a._get_accumulator(), 0))
-                meta.append((a.data.shape, a.data.dtype))
+                if fn is not None:
+                    edges.append((fn, a._output_nr))
+                else:
+                    acc = a._accumulator
+                    acc = acc() if acc is not None else None
+                    edges.append((acc if acc is not None else a._get_accumulator(), 0))
+                data = a.data
+                meta.append((data.shape, data.dtype))
             else:
                 edges.append(None)
                 meta.append(None)
         ctx.next_edges = edges
         ctx._input_meta = meta
-        ctx._output_meta = tuple((o.shape, o.dtype) for o in outs) if multiple else None
-        results = []
-        for i, o in enumerate(outs):
-            t = Tensor(o, grad_fn=ctx, output_nr=i)
-            t.requires_grad = o.dtype.kind == "f" or o.dtype == _bfloat16
-            results.append(t)
-        return tuple(results) if multiple else results[0]
+        saved = ctx._saved
+        if saved:
+            ctx._saved_versions = [t._version[0] if isinstance(t, Tensor) else None for t in saved]
+        if single:
+            return Tensor(out, out.dtype.kind == "f" or out.dtype == _bfloat16, ctx)
+        ctx._output_meta = tuple((o.shape, o.dtype) for o in outs)
+        return tuple(Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, ctx, i) for i, o in enumerate(outs))
+
+    def input_shape(self, i):
+        """Shape of input i (recorded for inputs that need a gradient)."""
+        return self._input_meta[i][0]
 
     # --- the ctx interface --------------------------------------------------------
     def save_for_backward(self, *tensors):
-        self._saved = [(t, t._version[0]) if type(t) is Tensor else (t, None) for t in tensors]
+        self._saved = tensors
 
     @property
     def saved_tensors(self):
         if self._freed:
             raise _freed_error(self)
-        saved = self._saved or ()
-        out = []
-        for t, version in saved:
+        saved = self._saved
+        if not saved:
+            return ()
+        for t, version in zip(saved, self._saved_versions or ()):
             if version is not None and t._version[0] != version:
                 raise RuntimeError(
                     f"{self.name()}: a tensor it saved for backward (shape {t.shape}, dtype {t.dtype}) was "
                     f"modified in place after it was saved (version {t._version[0]}, expected {version}); "
                     "compute on a copy (x.clone()) instead of writing into a tensor the graph needs"
                 )
-            out.append(t)
-        return tuple(out)
+        return saved
 
     def save_output(self, array):
         """Keep the forward output for backward without a reference cycle (output -> node -> output)."""
@@ -143,16 +151,9 @@ class Function:
         return self._hooks.setdefault(output_nr, [])
 
     def _release(self):
-        """Free what backward kept; a later backward through this node raises."""
-        self._saved = None
-        self._saved_output = None
+        """Free what backward kept (saved tensors, outputs, extras); a later backward through it raises."""
         self.__dict__.clear()
         self._freed = True
-
-    def _run_backward(self, grads):
-        if self._freed:
-            raise _freed_error(self)
-        return type(self).backward(self, *grads)
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
@@ -163,20 +164,15 @@ class Function:
         raise NotImplementedError("Function subclasses define a static backward(ctx, *grads)")
 
 
-class AccumulateGrad:
-    """The node that ends every path at a leaf: it adds the incoming gradient to leaf.grad."""
-
-    __slots__ = ("variable", "next_edges", "__weakref__")
-
-    def __init__(self, variable):
-        self.variable = variable
-        self.next_edges = ()
-
-    def name(self):
-        return "AccumulateGrad"
-
-
 _ndarray = np.ndarray
+_new = object.__new__
+
+
+def _raise_if_devices_differ(cls, args):
+    arrays = [a.data for a in args if isinstance(a, Tensor)]
+    if len(arrays) > 1 and not backend.same_device(arrays):
+        devices = ", ".join(str(backend.device_of(a)) for a in arrays)
+        raise RuntimeError(f"{cls.op_name()}: operands are on different devices ({devices}); move them to one")
 
 
 def _as_array(o):
