@@ -23,6 +23,8 @@ def cupy_module():
                 _cupy = cupy
         except Exception:  # no cupy, no driver, or no device: CPU only
             _cupy = None
+        if _cupy is not None:
+            peak_memory_tracker()  # from the first allocation on
     return _cupy
 
 
@@ -137,6 +139,38 @@ def same_device(arrays):
         return True
     devices = {device_of(a) for a in arrays}
     return len(devices) <= 1
+
+
+class _PeakMemoryTracker:
+    """CuPy's pool has no peak counter: a memory hook follows used bytes after each allocation."""
+
+    def __init__(self, cp):
+        pool = cp.get_default_memory_pool()
+        tracker = self
+
+        class Hook(cp.cuda.MemoryHook):
+            name = "gradtensor_peak"
+
+            def malloc_postprocess(self, **kwargs):
+                tracker.peak = max(tracker.peak, pool.used_bytes())
+
+        self._pool = pool
+        self.peak = pool.used_bytes()
+        self._hook = Hook()
+        self._hook.__enter__()  # installed for the life of the process (per thread, as CuPy's hooks are)
+
+    def reset(self):
+        self.peak = self._pool.used_bytes()
+
+
+_peak_tracker = None
+
+
+def peak_memory_tracker():
+    global _peak_tracker
+    if _peak_tracker is None:
+        _peak_tracker = _PeakMemoryTracker(require_cupy())
+    return _peak_tracker
 
 
 # --- special functions that NumPy lacks -------------------------------------------------
