@@ -1,6 +1,6 @@
 """gradtensor: NumPy-style tensors with reverse-mode autograd, on NumPy (CPU) or CuPy (GPU)."""
 from . import autograd, backend, cuda, dtypes
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd import checkpoint, checkpoint_sequential, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import Device as device
 from .creation import *  # noqa: F401,F403
 from .dtypes import (

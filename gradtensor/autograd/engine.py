@@ -90,8 +90,8 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
 
             if grads is not None and (needed is None or node in needed):
                 _run_node(node, grads, buffers, borrowed)
-            if not retain_graph:
-                node._release()
+                if not retain_graph:
+                    node._release()
             for edge in node.next_edges:
                 if edge is not None:
                     child = edge[0]
@@ -208,7 +208,7 @@ def _dependencies(start):
 
 
 def _needed(order, target_nodes):
-    """The nodes from which some target is reachable (only they need to run for autograd.grad)."""
+    """The nodes whose backward must run for autograd.grad: those with a target below them."""
     # Kahn's order over the discovered graph, then a sweep from the leaves up.
     indegree = {}
     for node in order:
@@ -225,9 +225,9 @@ def _needed(order, target_nodes):
                 indegree[edge[0]] -= 1
                 if indegree[edge[0]] == 0:
                     ready.append(edge[0])
-    needed = set()
+    needed = set()  # nodes that must run: some target lies strictly below them
     for node in reversed(topo):
-        if node in target_nodes or any(e is not None and e[0] in needed for e in node.next_edges):
+        if any(e is not None and (e[0] in needed or e[0] in target_nodes) for e in node.next_edges):
             needed.add(node)
     return needed
 

@@ -66,11 +66,16 @@ class Function:
         if state.anomaly:
             _check_finite(outs, f"{cls.op_name()} (forward)")
 
+        if state.observer is not None and True in needs:
+            state.observer(args, needs)
         if not (prev and True in needs):
             if single:
                 return Tensor(out)
             return tuple(Tensor(o) for o in outs)
+        return ctx._record(args, needs, outs, single)
 
+    def _record(self, args, needs, outs, single):
+        """Link this node into the tape: edges to the inputs' nodes, outputs that point back here."""
         edges = []
         meta = []
         for a, need in zip(args, needs):
@@ -87,15 +92,16 @@ class Function:
             else:
                 edges.append(None)
                 meta.append(None)
-        ctx.next_edges = edges
-        ctx._input_meta = meta
-        saved = ctx._saved
+        self.next_edges = edges
+        self._input_meta = meta
+        saved = self._saved
         if saved:
-            ctx._saved_versions = [t._version[0] if isinstance(t, Tensor) else None for t in saved]
+            self._saved_versions = [t._version[0] if isinstance(t, Tensor) else None for t in saved]
         if single:
-            return Tensor(out, out.dtype.kind == "f" or out.dtype == _bfloat16, ctx)
-        ctx._output_meta = tuple((o.shape, o.dtype) for o in outs)
-        return tuple(Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, ctx, i) for i, o in enumerate(outs))
+            out = outs[0]
+            return Tensor(out, out.dtype.kind == "f" or out.dtype == _bfloat16, self)
+        self._output_meta = tuple((o.shape, o.dtype) for o in outs)
+        return tuple(Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i) for i, o in enumerate(outs))
 
     def input_shape(self, i):
         """Shape of input i (recorded for inputs that need a gradient)."""

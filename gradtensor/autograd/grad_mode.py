@@ -3,11 +3,14 @@ import functools
 
 
 class _State:
-    __slots__ = ("grad_enabled", "anomaly")
+    __slots__ = ("grad_enabled", "anomaly", "observer")
 
     def __init__(self):
         self.grad_enabled = True
         self.anomaly = False
+        # called as observer(args, needs) for every op that sees an input requiring grad (checkpoint uses it
+        # to find the tensors a region reads from outside, e.g. parameters)
+        self.observer = None
 
 
 state = _State()
