@@ -10,6 +10,6 @@ from .dtypes import (
 from .ops import *  # noqa: F401,F403
 from .tensor import Tensor
 
-from . import nn, optim  # noqa: E402  (they build on everything above)
+from . import amp, nn, optim  # noqa: E402  (they build on everything above)
 
 __version__ = "0.1.0"

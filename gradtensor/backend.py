@@ -173,6 +173,26 @@ def peak_memory_tracker():
     return _peak_tracker
 
 
+# --- fused steps with a device-specific fast path ---------------------------------------------
+
+
+def unscale_and_check_(arrays, inv_scale):
+    """Multiply each gradient array by inv_scale in place; True when any holds inf or NaN.
+
+    The finiteness flags stay on the device and are read back once, not once per array.
+    """
+    if not arrays:
+        return False
+    flags = []
+    for a in arrays:
+        mod = xp(a)
+        # the product is taken in float32: 1/scale is subnormal in float16
+        mod.multiply(a, mod.float32(inv_scale), out=a, casting="unsafe")
+        flags.append(mod.isfinite(a).all())
+    mod = xp(arrays[0])
+    return not bool(mod.stack(flags).all())
+
+
 # --- special functions that NumPy lacks -------------------------------------------------
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
