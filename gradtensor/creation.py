@@ -39,11 +39,14 @@ def _convert(data, dtype, device, copy):
         arr = np.asarray(data)
     else:
         inferred = dtypes.infer_dtype(data)
-        arr = np.asarray(data, dtype=dtype or inferred)
+        try:
+            arr = np.asarray(data, dtype=dtype or inferred)
+        except ValueError as e:
+            raise ValueError(f"tensor: cannot build a tensor from ragged or inconsistent nested data ({e})") from None
         if dtype is None and inferred is None and arr.dtype == np.float64:
             arr = arr.astype(dtypes.get_default_dtype())  # nested lists of Python floats
-    if arr.dtype == object:
-        raise TypeError(f"tensor: cannot build a tensor from {type(data).__name__} data of mixed or ragged structure")
+    if arr.dtype.kind not in "biuf" and not dtypes.is_floating(arr.dtype):
+        raise TypeError(f"tensor: expected numbers, got {type(data).__name__} data of dtype {arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
     return backend.to_device(arr, _device(device))
@@ -130,7 +133,7 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
     if dtype is None:
         is_float = any(isinstance(v, float) for v in (start, stop, step))
         dtype = dtypes.get_default_dtype() if is_float else dtypes.int64
-    args = (start,) if stop is None else (start, stop)
+    args = (0, start) if stop is None else (start, stop)
     return _make(_device(device).xp.arange(*args, step, dtype=dtypes.as_dtype(dtype)), requires_grad)
 
 

@@ -168,8 +168,13 @@ class Tensor:
         return out.copy() if out is self.data else out
 
     def __array__(self, dtype=None, copy=None):
+        """A host array; a copy unless copy=False was asked for (and then only when it can share)."""
         out = backend.to_host(self.data)
-        return out.astype(dtype) if dtype is not None else out
+        if dtype is not None and out.dtype != dtype:
+            return out.astype(dtype)
+        if copy is False:
+            return out
+        return out.copy() if out is self.data else out
 
     def item(self):
         if self.size != 1:

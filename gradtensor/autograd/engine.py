@@ -5,7 +5,7 @@ handed it their gradient), so a 10,000-op chain needs no recursion, and a tensor
 times receives the sum of its gradients before its own node runs.
 """
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, _RetainGrad
 from .function import AccumulateGrad, _check_finite, _freed_error
 from .grad_mode import state
 
@@ -121,7 +121,14 @@ def _run_node(node, grads, buffers, borrowed):
                 grads[i] = Tensor(backend.xp(_first(grads).data).zeros(shape, dtype))
     if node._freed:
         raise _freed_error(node)
-    in_grads = type(node).backward(node, *grads)
+    if state.anomaly:  # report NaN/inf by the node whose gradients carry it, not by an op inside its backward
+        state.anomaly = False
+        try:
+            in_grads = type(node).backward(node, *grads)
+        finally:
+            state.anomaly = True
+    else:
+        in_grads = type(node).backward(node, *grads)
     if type(in_grads) is not tuple:
         in_grads = (in_grads,)
     edges = node.next_edges
@@ -166,7 +173,8 @@ def _add_to_buffer(buffers, node, nr, g):
 
 def _run_hooks(hooks, g):
     if hooks:
-        for hook in list(hooks):
+        # retain_grad stores the gradient after every other hook, whatever the order of registration
+        for hook in sorted(hooks, key=lambda h: isinstance(h, _RetainGrad)):
             result = hook(g)
             if result is not None:
                 g = result

@@ -10,8 +10,11 @@ def as_tensor_like(x, like):
 
     Python scalars stay scalars so that NumPy's weak-scalar rules keep float32 float32.
     """
-    if type(x) is Tensor or isinstance(x, numbers.Number):
+    if isinstance(x, Tensor):
         return x
+    if isinstance(x, numbers.Number):
+        # NumPy scalars act as Python scalars do (weakly typed): float32 * np.float64(2) stays float32
+        return x.item() if hasattr(x, "item") else x
     if hasattr(x, "__array__") or isinstance(x, (list, tuple)) or hasattr(x, "__cuda_array_interface__"):
         mod = backend.xp(like.data)
         arr = mod.asarray(x)
@@ -23,11 +26,11 @@ def as_tensor_like(x, like):
 
 def binary_operands(a, b, op):
     """Convert operands of a binary op; at least one must be a Tensor."""
-    if type(a) is not Tensor:
-        if type(b) is not Tensor:
+    if not isinstance(a, Tensor):
+        if not isinstance(b, Tensor):
             raise TypeError(f"{op}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
         a = as_tensor_like(a, b)
-    elif type(b) is not Tensor:
+    elif not isinstance(b, Tensor):
         b = as_tensor_like(b, a)
     return a, b
 
