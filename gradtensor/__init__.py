@@ -8,6 +8,7 @@ from .dtypes import (
     set_default_dtype, uint8,
 )
 from .ops import *  # noqa: F401,F403
+from .io import load, save
 from .tensor import Tensor
 
 from . import amp, nn, optim  # noqa: E402  (they build on everything above)

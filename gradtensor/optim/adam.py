@@ -1,0 +1,73 @@
+"""Adam (with AMSGrad) and AdamW (decoupled weight decay)."""
+from .. import backend
+from .optimizer import Optimizer, check_betas, check_nonnegative, lerp_, zeros_state
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
+                decoupled_weight_decay, maximize):
+    """One Adam step on arrays, in place on `param` and the moment arrays, as PyTorch's Adam computes it.
+
+    `step` counts this step (1 on the first); `max_exp_avg_sq` is None unless AMSGrad is on. With
+    `decoupled_weight_decay` (AdamW) the weights shrink by lr * weight_decay instead of the decay
+    entering the gradient.
+    """
+    xp = backend.xp(param)
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            grad = grad + weight_decay * param
+    lerp_(exp_avg, grad, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = lr / bias_correction1
+    second_moment = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second_moment = max_exp_avg_sq
+    denom = xp.sqrt(second_moment)
+    denom /= bias_correction2**0.5
+    denom += eps
+    param += -step_size * exp_avg / denom
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; `amsgrad` uses the running maximum of the second moment."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 maximize=False, decoupled_weight_decay=False):
+        name = type(self).__name__
+        check_nonnegative(name, lr=lr, eps=eps, weight_decay=weight_decay)
+        check_betas(name, betas)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults)
+
+    def _update(self, param, grad, state, group):
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = zeros_state(param)
+            state["exp_avg_sq"] = zeros_state(param)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = zeros_state(param)
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        max_exp_avg_sq = state["max_exp_avg_sq"].data if group["amsgrad"] else None
+        adam_update(
+            param.data, grad, state["exp_avg"].data, state["exp_avg_sq"].data, max_exp_avg_sq, step=state["step"],
+            lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+            decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
+        )
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr * weight_decay before the Adam step."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)

@@ -1,0 +1,47 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
+from ..tensor import Tensor
+from .optimizer import Optimizer, check_nonnegative
+
+
+def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    """One SGD step on arrays, in place on `param`, as PyTorch's SGD computes it.
+
+    `momentum_buffer` is updated in place; on the first step (None) a new one is made from the gradient.
+    Returns the momentum buffer (None without momentum).
+    """
+    if maximize:
+        grad = -grad
+    if weight_decay != 0:
+        grad = grad + weight_decay * param
+    if momentum != 0:
+        if momentum_buffer is None:
+            momentum_buffer = grad.copy()
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += grad if dampening == 0 else (1 - dampening) * grad
+        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
+    param += -lr * grad
+    return momentum_buffer
+
+
+class SGD(Optimizer):
+    """SGD: p -= lr * g, with g the gradient plus weight decay, through (Nesterov) momentum when enabled."""
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 maximize=False):
+        check_nonnegative("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _update(self, param, grad, state, group):
+        buffer = state.get("momentum_buffer")
+        new_buffer = sgd_update(
+            param.data, grad, None if buffer is None else buffer.data, lr=group["lr"], momentum=group["momentum"],
+            dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+            maximize=group["maximize"],
+        )
+        if buffer is None and new_buffer is not None:
+            state["momentum_buffer"] = Tensor(new_buffer)
