@@ -183,7 +183,7 @@ def _raise_if_devices_differ(cls, args):
 
 def _as_array(o):
     """Forward results as arrays: NumPy turns 0-d results into scalars, a Tensor gives its data."""
-    if type(o) is Tensor:
+    if isinstance(o, Tensor):
         return o.data
     if isinstance(o, (np.generic, int, float, bool)):
         return np.asarray(o)

@@ -1,4 +1,5 @@
 """Helpers shared by the op families: operand conversion, broadcasting gradients, axes."""
+import contextlib
 import numbers
 
 from .. import backend, dtypes
@@ -36,17 +37,30 @@ def binary_operands(a, b, op):
 
 
 def data_of(x):
-    return x.data if type(x) is Tensor else x
+    return x.data if isinstance(x, Tensor) else x
 
 
 def shape_of(x):
-    return x.data.shape if type(x) is Tensor else ()
+    return x.data.shape if isinstance(x, Tensor) else ()
 
 
-def broadcast_error(op, a, b):
-    return ValueError(
-        f"{op}: operands with shapes {tuple(shape_of(a))} and {tuple(shape_of(b))} cannot be broadcast together"
-    )
+def raise_if_broadcast_error(error, op, *operands):
+    """Re-raise NumPy's broadcast failure as `op: operands with shapes (2, 3) and (4,) cannot be broadcast together`."""
+    if "broadcast" not in str(error):
+        return
+    shapes = [str(tuple(shape_of(x))) for x in operands]
+    listed = " and ".join([", ".join(shapes[:-1]), shapes[-1]])
+    raise ValueError(f"{op}: operands with shapes {listed} cannot be broadcast together") from None
+
+
+@contextlib.contextmanager
+def broadcast_errors(op, *operands):
+    """The same as a context manager, for ops off the hot path."""
+    try:
+        yield
+    except ValueError as e:
+        raise_if_broadcast_error(e, op, *operands)
+        raise
 
 
 def sum_to(grad, shape):

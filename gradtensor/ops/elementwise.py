@@ -5,7 +5,10 @@ import numbers
 from .. import backend, dtypes
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._util import binary_operands, broadcast_error, data_of, shape_of, sum_to
+from ._util import (
+    as_tensor_like, binary_operands, broadcast_errors, data_of, raise_if_broadcast_error, shape_of,
+    sum_to,
+)
 
 __all__ = [
     "add", "sub", "mul", "div", "true_divide", "floor_divide", "remainder", "pow", "neg", "positive",
@@ -22,6 +25,11 @@ def _xp(t):
     return backend.xp(t.data)
 
 
+def _xp_of(a, b):
+    """The array module of a binary op's Tensor operand (the other may be a Python scalar)."""
+    return _xp(a if isinstance(a, Tensor) else b)
+
+
 def zeros_like_grad(g):
     """A zero gradient shaped like g (for ops whose derivative is zero almost everywhere)."""
     return Tensor(_xp(g).zeros_like(g.data))
@@ -32,9 +40,22 @@ def _apply_binary(fn, a, b, op):
     try:
         return fn.apply(a, b)
     except ValueError as e:
-        if "broadcast" in str(e):
-            raise broadcast_error(op, a, b) from None
+        raise_if_broadcast_error(e, op, a, b)
         raise
+
+
+def _promoted(out, *operands):
+    """PyTorch's promotion where NumPy's differs: integer tensors and scalars never widen a float result
+    (float32 * int64 stays float32, bfloat16 * 0.5 stays bfloat16), and a float result of integer tensors
+    has the default float dtype (int / int, int * 0.5, as a Python float alone gives)."""
+    if not dtypes.is_floating(out.dtype):
+        return out
+    dtype = out.dtype
+    if all(not isinstance(x, Tensor) or x.data.dtype == dtype for x in operands):
+        return out  # the common case: every tensor operand already has the result's dtype
+    float_dtypes = [x.dtype for x in operands if isinstance(x, Tensor) and dtypes.is_floating(x.dtype)]
+    dtype = backend.xp(out).result_type(*float_dtypes) if float_dtypes else dtypes.get_default_dtype()
+    return out if out.dtype == dtype else out.astype(dtype)
 
 
 # --- arithmetic ---------------------------------------------------------------------------
@@ -43,32 +64,30 @@ def _apply_binary(fn, a, b, op):
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = shape_of(a), shape_of(b)
-        return data_of(a) + data_of(b)
+        return _promoted(data_of(a) + data_of(b), a, b)
 
     @staticmethod
     def backward(ctx, g):
         need_a, need_b = ctx.needs_input_grad
-        return (sum_to(g, ctx.shapes[0]) if need_a else None, sum_to(g, ctx.shapes[1]) if need_b else None)
+        return (sum_to(g, ctx.input_shape(0)) if need_a else None, sum_to(g, ctx.input_shape(1)) if need_b else None)
 
 
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = shape_of(a), shape_of(b)
-        return data_of(a) - data_of(b)
+        return _promoted(data_of(a) - data_of(b), a, b)
 
     @staticmethod
     def backward(ctx, g):
         need_a, need_b = ctx.needs_input_grad
-        return (sum_to(g, ctx.shapes[0]) if need_a else None, sum_to(-g, ctx.shapes[1]) if need_b else None)
+        return (sum_to(g, ctx.input_shape(0)) if need_a else None, sum_to(-g, ctx.input_shape(1)) if need_b else None)
 
 
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return data_of(a) * data_of(b)
+        return _promoted(data_of(a) * data_of(b), a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -77,19 +96,11 @@ class Mul(Function):
         return (sum_to(g * b, shape_of(a)) if need_a else None, sum_to(g * a, shape_of(b)) if need_b else None)
 
 
-def _true_div_dtype(a, b):
-    """int / int gives the default float dtype (as PyTorch), not NumPy's float64."""
-    kinds = {data_of(x).dtype.kind if type(x) is Tensor else ("f" if isinstance(x, float) else "i") for x in (a, b)}
-    return dtypes.get_default_dtype() if kinds <= {"i", "u", "b"} else None
-
-
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        out = data_of(a) / data_of(b)
-        dtype = _true_div_dtype(a, b)
-        return out.astype(dtype) if dtype is not None else out
+        return _promoted(data_of(a) / data_of(b), a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -103,13 +114,12 @@ class Div(Function):
 class FloorDivide(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = shape_of(a), shape_of(b)
-        return data_of(a) // data_of(b)
+        return _promoted(data_of(a) // data_of(b), a, b)
 
     @staticmethod
     def backward(ctx, g):  # piecewise constant: zero gradient
         zero = zeros_like_grad(g)
-        return tuple(sum_to(zero, s) if need else None for s, need in zip(ctx.shapes, ctx.needs_input_grad))
+        return tuple(sum_to(zero, ctx.input_shape(i)) if need else None for i, need in enumerate(ctx.needs_input_grad))
 
 
 class Remainder(Function):
@@ -118,7 +128,7 @@ class Remainder(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return data_of(a) % data_of(b)
+        return _promoted(data_of(a) % data_of(b), a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -134,9 +144,9 @@ class Pow(Function):
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
         base = data_of(a)
-        if isinstance(b, numbers.Number) and type(base) is not Tensor and base.dtype.kind in "iu" and b < 0:
+        if isinstance(a, Tensor) and a.dtype.kind in "iub" and isinstance(b, numbers.Number) and b < 0:
             base = base.astype(dtypes.get_default_dtype())  # NumPy refuses ints to negative powers
-        return ctx.save_output(base ** data_of(b))
+        return ctx.save_output(_promoted(base ** data_of(b), a, b))
 
     @staticmethod
     def backward(ctx, g):
@@ -144,10 +154,14 @@ class Pow(Function):
         need_a, need_b = ctx.needs_input_grad
         ga = gb = None
         if need_a:
-            ga = sum_to(g * b * a ** (b - 1), shape_of(a))
+            # a^0 has derivative 0 also at a == 0, where b * a^(b-1) would be 0 * inf (as PyTorch)
+            lowered = where(b == 0, 0.0, b - 1) if isinstance(b, Tensor) else (b - 1 if b != 0 else 0)
+            ga = sum_to(g * b * a ** lowered, shape_of(a))
         if need_b:
+            base = a if isinstance(a, Tensor) else Tensor(_xp(g).asarray(a, dtype=g.dtype))  # 2 ** x
             # d/db a^b = a^b log a; taken as 0 where a == 0 (the limit for b > 0), as PyTorch does
-            log_a = where(a == 0, 0.0, log(where(a == 0, 1.0, a)))
+            at_zero = base == 0
+            log_a = where(at_zero, 0.0, log(where(at_zero, 1.0, base)))
             gb = sum_to(g * ctx.saved_output() * log_a, shape_of(b))
         return ga, gb
 
@@ -191,10 +205,6 @@ class Neg(Function):
     @staticmethod
     def backward(ctx, g):
         return -g
-
-
-def neg(x):
-    return Neg.apply(x)
 
 
 def positive(x):
@@ -330,7 +340,7 @@ class Square(Function):
 class Reciprocal(Function):
     @staticmethod
     def forward(ctx, x):
-        return ctx.save_output(_xp(x).reciprocal(x.data.astype(_float_dtype(x.data.dtype))))
+        return ctx.save_output(_xp(x).reciprocal(x.data))
 
     @staticmethod
     def backward(ctx, g):
@@ -448,7 +458,7 @@ class Arctan2(Function):
     @staticmethod
     def forward(ctx, y, x):
         ctx.save_for_backward(y, x)
-        return backend.xp(data_of(y) if type(y) is Tensor else data_of(x)).arctan2(data_of(y), data_of(x))
+        return _promoted(_xp_of(y, x).arctan2(data_of(y), data_of(x)), y, x)
 
     @staticmethod
     def backward(ctx, g):
@@ -466,8 +476,7 @@ class Sigmoid(Function):
         mod = _xp(x)
         # exp of -|x| never overflows; the two branches agree where both are finite
         z = mod.exp(-mod.abs(x.data))
-        out = mod.where(x.data >= 0, 1 / (1 + z), z / (1 + z))
-        return ctx.save_output(out.astype(x.data.dtype, copy=False))
+        return ctx.save_output(mod.where(x.data >= 0, 1 / (1 + z), z / (1 + z)))
 
     @staticmethod
     def backward(ctx, g):
@@ -529,14 +538,14 @@ class Sign(_Rounding):
         return _xp(x).sign(x.data)
 
 
-def _float_dtype(dtype):
-    return dtype if dtype.kind == "f" or dtypes.is_floating(dtype) else dtypes.get_default_dtype()
+def _check_tensor(x, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
 
 
 def _unary(fn, name, float_only=True):
     def op(x):
-        if type(x) is not Tensor:
-            raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+        _check_tensor(x, name)
         if float_only and x.data.dtype.kind in "iub":
             x = Tensor(x.data.astype(dtypes.get_default_dtype()))
         return fn.apply(x)
@@ -546,6 +555,7 @@ def _unary(fn, name, float_only=True):
     return op
 
 
+neg = _unary(Neg, "neg", float_only=False)
 abs = _unary(Abs, "abs", float_only=False)  # noqa: A001
 sign = _unary(Sign, "sign", float_only=False)
 exp = _unary(Exp, "exp")
@@ -577,6 +587,7 @@ ceil = _unary(Ceil, "ceil", float_only=False)
 
 def round(x, decimals=0):  # noqa: A001
     """Round half to even (as NumPy); zero gradient."""
+    _check_tensor(x, "round")
     return Round.apply(x, decimals=decimals)
 
 
@@ -591,7 +602,7 @@ class Maximum(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return backend.xp(data_of(a) if type(a) is Tensor else data_of(b)).maximum(data_of(a), data_of(b))
+        return _promoted(_xp_of(a, b).maximum(data_of(a), data_of(b)), a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -602,7 +613,7 @@ class Minimum(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return backend.xp(data_of(a) if type(a) is Tensor else data_of(b)).minimum(data_of(a), data_of(b))
+        return _promoted(_xp_of(a, b).minimum(data_of(a), data_of(b)), a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -637,7 +648,7 @@ class Clip(Function):
             out = mod.maximum(out, data_of(lo))
         if hi is not None:
             out = mod.minimum(out, data_of(hi))
-        return out.astype(x.data.dtype, copy=out is x.data)
+        return _promoted(out, x, lo, hi)
 
     @staticmethod
     def backward(ctx, g):
@@ -656,51 +667,46 @@ class Clip(Function):
         return gx, glo, ghi
 
 
-def clip(x, min=None, max=None):  # noqa: A002 - NumPy's keyword names (a_min/a_max also accepted positionally)
-    """Limit x to [min, max]; the gradient flows to x inside the range and to the bound outside."""
-    lo = min if min is None or isinstance(min, (numbers.Number, Tensor)) else Tensor(backend.xp(x.data).asarray(min))
-    hi = max if max is None or isinstance(max, (numbers.Number, Tensor)) else Tensor(backend.xp(x.data).asarray(max))
-    return Clip.apply(x, lo, hi)
+def clip(x, min=None, max=None):  # noqa: A002 - NumPy's keyword names
+    """Limit x to [min, max] (either may be None); the gradient flows to x inside the range, to the bound outside."""
+    _check_tensor(x, "clip")
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must be given")
+    lo, hi = (None if bound is None else as_tensor_like(bound, x) for bound in (min, max))
+    with broadcast_errors("clip", *(t for t in (x, lo, hi) if t is not None)):
+        return Clip.apply(x, lo, hi)
 
 
 class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.cond = cond
-        ctx.shapes = shape_of(a), shape_of(b)
         c = cond.data
-        return backend.xp(c).where(c, data_of(a), data_of(b))
+        return _promoted(backend.xp(c).where(c, data_of(a), data_of(b)), a, b)
 
     @staticmethod
     def backward(ctx, g):
         _, need_a, need_b = ctx.needs_input_grad
         cond = ctx.cond
         zero = zeros_like_grad(g)
-        ga = sum_to(where(cond, g, zero), ctx.shapes[0]) if need_a else None
-        gb = sum_to(where(cond, zero, g), ctx.shapes[1]) if need_b else None
+        ga = sum_to(where(cond, g, zero), ctx.input_shape(1)) if need_a else None
+        gb = sum_to(where(cond, zero, g), ctx.input_shape(2)) if need_b else None
         return None, ga, gb
 
 
 def where(condition, a, b):
     """Elementwise a where condition else b, broadcasting all three."""
-    like = next((t for t in (condition, a, b) if type(t) is Tensor), None)
+    like = next((t for t in (condition, a, b) if isinstance(t, Tensor)), None)
     if like is None:
         raise TypeError("where: expected a Tensor among condition, a and b")
     mod = backend.xp(like.data)
-    if type(condition) is not Tensor or condition.dtype != dtypes.bool:
+    if not isinstance(condition, Tensor) or condition.dtype != dtypes.bool:
         condition = Tensor(mod.asarray(data_of(condition)).astype(bool))
-    if type(a) is not Tensor and type(b) is not Tensor:  # two scalars: float ones give the default dtype
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):  # two scalars: float ones give the default dtype
         a = Tensor(mod.asarray(a, dtype=dtypes.get_default_dtype() if isinstance(a, float) else None))
     a, b = binary_operands(a, b, "where")
-    try:
+    with broadcast_errors("where", condition, a, b):
         return Where.apply(condition, a, b)
-    except ValueError as e:
-        if "broadcast" in str(e):
-            raise ValueError(
-                f"where: condition, a and b with shapes {condition.shape}, {tuple(shape_of(a))} and "
-                f"{tuple(shape_of(b))} cannot be broadcast together"
-            ) from None
-        raise
 
 
 # --- comparisons and logic: bool results, no gradient ---------------------------------------------
@@ -709,14 +715,9 @@ def where(condition, a, b):
 def _no_grad_binary(ufunc_name, op):
     def fn(a, b):
         a, b = binary_operands(a, b, op)
-        x = data_of(a if type(a) is Tensor else b)
-        try:
-            out = getattr(backend.xp(x), ufunc_name)(data_of(a), data_of(b))
-        except ValueError as e:
-            if "broadcast" in str(e):
-                raise broadcast_error(op, a, b) from None
-            raise
-        return Tensor(backend.xp(x).asarray(out))
+        mod = _xp_of(a, b)
+        with broadcast_errors(op, a, b):
+            return Tensor(mod.asarray(getattr(mod, ufunc_name)(data_of(a), data_of(b))))
 
     fn.__name__ = fn.__qualname__ = op
     fn.__doc__ = f"Elementwise {op}; returns a bool tensor with no gradient."
