@@ -173,6 +173,17 @@ def peak_memory_tracker():
     return _peak_tracker
 
 
+def scatter_add(array, index, values):
+    """array[index] += values, adding once per occurrence of a repeated index (unlike `+=`)."""
+    mod = xp(array)
+    if mod is np or hasattr(mod.add, "at"):
+        mod.add.at(array, index, values)
+    else:  # older CuPy spells it cupyx.scatter_add
+        import cupyx
+
+        cupyx.scatter_add(array, index, values)
+
+
 # --- fused steps with a device-specific fast path ---------------------------------------------
 
 

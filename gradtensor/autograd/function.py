@@ -70,8 +70,8 @@ class Function:
             state.observer(args, needs)
         if not (prev and True in needs):
             if single:
-                return Tensor(out)
-            return tuple(Tensor(o) for o in outs)
+                return Tensor(out, version=_shared_version(out, args))
+            return tuple(Tensor(o, version=_shared_version(o, args)) for o in outs)
         return ctx._record(args, needs, outs, single)
 
     def _record(self, args, needs, outs, single):
@@ -99,9 +99,12 @@ class Function:
             self._saved_versions = [t._version[0] if isinstance(t, Tensor) else None for t in saved]
         if single:
             out = outs[0]
-            return Tensor(out, out.dtype.kind == "f" or out.dtype == _bfloat16, self)
+            return Tensor(out, out.dtype.kind == "f" or out.dtype == _bfloat16, self, 0, _shared_version(out, args))
         self._output_meta = tuple((o.shape, o.dtype) for o in outs)
-        return tuple(Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i) for i, o in enumerate(outs))
+        return tuple(
+            Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i, _shared_version(o, args))
+            for i, o in enumerate(outs)
+        )
 
     def input_shape(self, i):
         """Shape of input i (recorded for inputs that need a gradient)."""
@@ -172,6 +175,18 @@ class Function:
 
 _ndarray = np.ndarray
 _new = object.__new__
+
+
+def _shared_version(out, args):
+    """A view of the first input shares its version counter (as in PyTorch), so writing through the
+    view invalidates what the graph saved of the input; other outputs get a fresh counter."""
+    base = out.base
+    if base is None or not args or not isinstance(args[0], Tensor):
+        return None
+    src = args[0].data
+    if base is src or base is src.base:
+        return args[0]._version
+    return None
 
 
 def _raise_if_devices_differ(cls, args):

@@ -16,14 +16,6 @@ from ..tensor import Tensor
 __all__ = []  # getitem is installed as Tensor.__getitem__ below
 
 
-def scatter_add(array, index, values):
-    """array[index] += values, adding once per occurrence of a repeated index (unlike `+=`).
-
-    Backend-specific (CuPy spells it cupyx.scatter_add); it belongs in backend.py.
-    """
-    backend.xp(array).add.at(array, index, values)
-
-
 class GetItem(Function):
     """x[index] for an index already converted and checked (see getitem).
 
@@ -49,7 +41,7 @@ class IndexScatter(Function):
         ctx.index, ctx.accumulate = index, accumulate
         out = backend.xp(g.data).zeros(shape, g.dtype)
         if accumulate:
-            scatter_add(out, index, g.data)
+            backend.scatter_add(out, index, g.data)
         else:  # each position named at most once: plain assignment is faster
             out[index] = g.data
         return out
