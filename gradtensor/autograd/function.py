@@ -132,7 +132,7 @@ class Function:
 
     def save_output(self, array):
         """Keep the forward output for backward without a reference cycle (output -> node -> output)."""
-        self._saved_output = array
+        self._saved_output = array if type(array) is _ndarray else _as_array(array)
         return array
 
     def saved_output(self):
