@@ -173,6 +173,23 @@ def peak_memory_tracker():
     return _peak_tracker
 
 
+def matmul(a, b):
+    """a @ b in the operands' dtype (ml_dtypes' bfloat16 matmul on the CPU returns float32)."""
+    out = xp(a).matmul(a, b)
+    if out.dtype != a.dtype and a.dtype == b.dtype:
+        out = out.astype(a.dtype)
+    return out
+
+
+def einsum(subscripts, *arrays):
+    """np.einsum in the operands' dtype; NumPy's einsum refuses ml_dtypes' bfloat16, so that goes via float32."""
+    mod = xp(arrays[0])
+    dtype = arrays[0].dtype
+    if mod is np and dtype.kind == "V":
+        return np.einsum(subscripts, *[a.astype(np.float32) for a in arrays], optimize=len(arrays) > 1).astype(dtype)
+    return mod.einsum(subscripts, *arrays, optimize=len(arrays) > 1)
+
+
 def scatter_add(array, index, values):
     """array[index] += values, adding once per occurrence of a repeated index (unlike `+=`)."""
     mod = xp(array)

@@ -5,6 +5,7 @@ import numbers
 from .. import backend, dtypes
 from ..autograd.function import Function
 from ..tensor import Tensor
+from . import _autocast
 from ._util import (
     as_tensor_like, binary_operands, broadcast_errors, data_of, raise_if_broadcast_error, shape_of,
     sum_to,
@@ -194,6 +195,8 @@ def remainder(a, b):
 
 
 def pow(a, b):  # noqa: A001 - the array-API name
+    if _autocast.state.enabled:
+        a, b = _autocast.cast_inputs("pow", a, b)
     return _apply_binary(Pow, a, b, "pow")
 
 
@@ -548,6 +551,8 @@ def _unary(fn, name, float_only=True):
         _check_tensor(x, name)
         if float_only and x.data.dtype.kind in "iub":
             x = Tensor(x.data.astype(dtypes.get_default_dtype()))
+        if _autocast.state.enabled:
+            (x,) = _autocast.cast_inputs(name, x)
         return fn.apply(x)
 
     op.__name__ = op.__qualname__ = name

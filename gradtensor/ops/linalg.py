@@ -50,7 +50,7 @@ class Matmul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return backend.xp(a.data).matmul(a.data, b.data)
+        return backend.matmul(a.data, b.data)
 
     @staticmethod
     def backward(ctx, g):
@@ -190,7 +190,7 @@ class Einsum(Function):
         ctx.save_for_backward(*operands)
         terms, output = spec
         arrays = [op.data for op in operands]
-        return backend.xp(arrays[0]).einsum(",".join(terms) + "->" + output, *arrays, optimize=len(arrays) > 1)
+        return backend.einsum(",".join(terms) + "->" + output, *arrays)
 
     @staticmethod
     def backward(ctx, g):
