@@ -11,6 +11,6 @@ from .ops import *  # noqa: F401,F403
 from .io import load, save
 from .tensor import Tensor
 
-from . import amp, nn, optim  # noqa: E402  (they build on everything above)
+from . import amp, nn, optim, utils  # noqa: E402  (they build on everything above)
 
 __version__ = "0.1.0"

@@ -239,6 +239,16 @@ class Tensor:
         """Record an in-place change of the data (saved copies of it become stale)."""
         self._version[0] += 1
 
+    def __deepcopy__(self, memo):
+        """A new leaf with copied data (and grad); graph links and hooks are not copied."""
+        if not self.is_leaf:
+            raise RuntimeError("deepcopy: only leaf tensors can be deep-copied; detach() first")
+        out = Tensor(self.data.copy(), self.requires_grad)
+        if self.grad is not None:
+            out.grad = Tensor(self.grad.data.copy())
+        memo[id(self)] = out
+        return out
+
     def __hash__(self):
         return id(self)
 

@@ -1,1 +1,0 @@
-"""Neural-network functions (PyTorch's torch.nn.functional signatures), built on gradtensor ops."""

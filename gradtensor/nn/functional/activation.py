@@ -1,0 +1,185 @@
+"""Activations, softmax and log_softmax."""
+import math
+
+from ... import backend, ops
+from ...autograd.function import Function
+from ...ops._util import normalize_axis
+from ._util import as_float, check_tensor, inplace_result
+
+sigmoid = ops.sigmoid
+tanh = ops.tanh
+
+
+def relu(input, inplace=False):
+    out = ops.relu(input)
+    return inplace_result(input, out, "relu") if inplace else out
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    x = as_float(input, "leaky_relu")
+    # the slope applies at 0 too, as PyTorch's gradient does
+    out = ops.where(x > 0, x, x * negative_slope)
+    return inplace_result(input, out, "leaky_relu") if inplace else out
+
+
+def elu(input, alpha=1.0, inplace=False):
+    x = as_float(input, "elu")
+    positive = x > 0
+    # expm1 sees only the non-positive part: its gradient at large x would be inf * 0 = NaN through where
+    negative_part = alpha * ops.where(positive, 0.0, x).expm1()
+    out = ops.where(positive, x, negative_part)
+    return inplace_result(input, out, "elu") if inplace else out
+
+
+def silu(input, inplace=False):
+    x = as_float(input, "silu")
+    out = x * ops.sigmoid(x)
+    return inplace_result(input, out, "silu") if inplace else out
+
+
+# --- GELU: a dedicated Function (one saved tensor instead of a chain of five ops) ------------------
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TANH_C = math.sqrt(2.0 / math.pi)
+_TANH_A = 0.044715
+
+
+class _GeluExact(Function):
+    """x * Phi(x), Phi the standard normal CDF."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        xd = x.data
+        return (0.5 * xd * (1.0 + backend.erf(xd * _SQRT_HALF))).astype(xd.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        cdf = 0.5 * (1.0 + ops.erf(x * _SQRT_HALF))
+        pdf = _INV_SQRT_2PI * ops.exp(-0.5 * x * x)
+        return g * (cdf + x * pdf)
+
+
+class _GeluTanh(Function):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        xd = x.data
+        inner = _TANH_C * (xd + _TANH_A * xd * xd * xd)
+        return 0.5 * xd * (1.0 + backend.xp(xd).tanh(inner))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        t = ops.tanh(_TANH_C * (x + _TANH_A * x * x * x))
+        d_inner = _TANH_C * (1.0 + 3.0 * _TANH_A * x * x)
+        return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
+
+
+def gelu(input, approximate="none"):
+    input = as_float(input, "gelu")
+    if approximate == "none":
+        return _GeluExact.apply(input)
+    if approximate == "tanh":
+        return _GeluTanh.apply(input)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+# --- softplus ---------------------------------------------------------------------------------
+
+
+class _Softplus(Function):
+    """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): finite for any x; derivative sigmoid(x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        xd = x.data
+        mod = backend.xp(xd)
+        return mod.maximum(xd, 0) + mod.log1p(mod.exp(-mod.abs(xd)))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ops.sigmoid(x)
+
+
+def stable_softplus(x):
+    """softplus with beta 1 and no threshold: the building block of the logit losses."""
+    return _Softplus.apply(x)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as PyTorch)."""
+    input = as_float(input, "softplus")
+    scaled = input * beta if beta != 1 else input
+    soft = stable_softplus(scaled)
+    if beta != 1:
+        soft = soft / beta
+    return ops.where(scaled > threshold, input, soft)
+
+
+# --- softmax and log_softmax: shifted by the max, so +-1e4 neither overflows nor underflows to NaN ---
+
+
+def log_softmax_array(a, axis):
+    """log_softmax of a raw array, and the log-sum-exp it subtracted (kept with keepdims)."""
+    mod = backend.xp(a)
+    top = a.max(axis=axis, keepdims=True)
+    lse = top + mod.log(mod.exp(a - top).sum(axis=axis, keepdims=True))
+    return a - lse, lse
+
+
+class _Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis):
+        ctx.axis = axis
+        e = backend.xp(x.data).exp(x.data - x.data.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        return ctx.save_output(e)
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.saved_output()
+        gy = g * y
+        return gy - y * gy.sum(axis=ctx.axis, keepdims=True)
+
+
+class _LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis):
+        ctx.axis = axis
+        return ctx.save_output(log_softmax_array(x.data, axis)[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        probs = ctx.saved_output().exp()
+        return g - probs * g.sum(axis=ctx.axis, keepdims=True)
+
+
+def _softmax_like(fn, name, input, axis, dtype):
+    check_tensor(input, name)
+    if dtype is not None:
+        input = input.astype(dtype)
+    input = as_float(input, name)
+    if input.ndim == 0:  # a single element: softmax 1, log_softmax 0, as PyTorch
+        normalize_axis(axis, 1, name)
+        return fn.apply(input.reshape(1), 0).reshape(())
+    axis = normalize_axis(axis, input.ndim, name)
+    if input.size == 0:
+        return input * 1  # nothing to normalise; keeps the graph and dtype
+    return fn.apply(input, axis)
+
+
+def softmax(input, axis=-1, dtype=None):
+    """exp(x) / sum(exp(x)) along axis, computed from x - max(x)."""
+    return _softmax_like(_Softmax, "softmax", input, axis, dtype)
+
+
+def log_softmax(input, axis=-1, dtype=None):
+    """x - logsumexp(x) along axis, stable for large |x|."""
+    return _softmax_like(_LogSoftmax, "log_softmax", input, axis, dtype)

@@ -1,0 +1,25 @@
+"""linear: x @ weight.T + bias."""
+import math
+
+from ._util import check_tensor
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight.T + bias over the last axis; weight is (out_features, in_features)."""
+    check_tensor(input, "linear")
+    check_tensor(weight, "linear", "weight")
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+    out_features, in_features = weight.shape
+    if input.ndim == 0 or input.shape[-1] != in_features:
+        raise ValueError(
+            f"linear: input of shape {input.shape} does not match weight of shape {weight.shape} "
+            f"(expected last dimension {in_features})"
+        )
+    if bias is not None and bias.shape != (out_features,):
+        raise ValueError(f"linear: bias must have shape ({out_features},), got {bias.shape}")
+    # one 2-D matmul: batched matmul would build per-batch weight gradients and then sum them
+    out = input.reshape(math.prod(input.shape[:-1]), in_features) @ weight.mT
+    if bias is not None:
+        out = out + bias
+    return out.reshape(input.shape[:-1] + (out_features,))

@@ -1,0 +1,308 @@
+"""Recurrent layers (RNN, LSTM, GRU) and their single-step cells, with PyTorch's parameter names,
+shapes, gate orders (LSTM: i, f, g, o; GRU: r, z, n) and initialisation, so PyTorch state dicts load.
+
+A sequence is unrolled step by step with Tensor ops, so backward is full backpropagation through
+time. For truncated BPTT, carry the returned state into the next chunk after `detach()`.
+"""
+import math
+
+from ... import creation, ops
+from .. import functional as F
+from .. import init
+from ..module import Module, new_parameter
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+
+
+# --- one time step: x_proj = W_ih x + b_ih is precomputed for the whole sequence ---------------------
+# Each step takes and returns the state as a tuple: (h,) or, for the LSTM, (h, c).
+
+
+def _rnn_tanh_step(x_proj, state, w_hh, b_hh):
+    return ((x_proj + F.linear(state[0], w_hh, b_hh)).tanh(),)
+
+
+def _rnn_relu_step(x_proj, state, w_hh, b_hh):
+    return ((x_proj + F.linear(state[0], w_hh, b_hh)).relu(),)
+
+
+def _lstm_step(x_proj, state, w_hh, b_hh):
+    h, c = state
+    i, f, g, o = ops.split(x_proj + F.linear(h, w_hh, b_hh), 4, axis=-1)
+    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c.tanh(), c
+
+
+def _gru_step(x_proj, state, w_hh, b_hh):
+    (h,) = state
+    x_r, x_z, x_n = ops.split(x_proj, 3, axis=-1)
+    h_r, h_z, h_n = ops.split(F.linear(h, w_hh, b_hh), 3, axis=-1)
+    r = (x_r + h_r).sigmoid()
+    z = (x_z + h_z).sigmoid()
+    n = (x_n + r * h_n).tanh()
+    return (n + z * (h - n),)  # (1 - z) * n + z * h
+
+
+_MODES = {  # mode: (gates per hidden unit, step, number of state tensors)
+    "RNN_TANH": (1, _rnn_tanh_step, 1),
+    "RNN_RELU": (1, _rnn_relu_step, 1),
+    "LSTM": (4, _lstm_step, 2),
+    "GRU": (3, _gru_step, 1),
+}
+
+
+def _rnn_mode(nonlinearity, op):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"{op}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+
+
+def _reset_uniform(module):
+    """PyTorch's recurrent initialisation: every weight and bias ~ U(-1/sqrt(hidden), 1/sqrt(hidden))."""
+    bound = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0.0
+    for param in module.parameters():
+        init.uniform_(param, -bound, bound)
+
+
+# --- multi-layer sequence modules ---------------------------------------------------------------------
+
+
+class RNNBase(Module):
+    """Shared by RNN, LSTM and GRU: parameters per layer and direction, and the unrolled forward."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(hidden_size, int) or hidden_size <= 0:
+            raise ValueError(f"{name}: hidden_size must be a positive int, got {hidden_size!r}")
+        if not isinstance(num_layers, int) or num_layers <= 0:
+            raise ValueError(f"{name}: num_layers must be a positive int, got {num_layers!r}")
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout}")
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        gates, self._step, self._state_count = _MODES[mode]
+        directions = 2 if bidirectional else 1
+        # the parameter names of each (layer, direction), in PyTorch's registration order
+        self._cell_names = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                names = (f"weight_ih{suffix}", f"weight_hh{suffix}", f"bias_ih{suffix}", f"bias_hh{suffix}")
+                shapes = ((gates * hidden_size, layer_input), (gates * hidden_size, hidden_size),
+                          (gates * hidden_size,), (gates * hidden_size,))
+                for param_name, shape in zip(names, shapes if bias else shapes[:2]):
+                    setattr(self, param_name, new_parameter(shape, device, dtype))
+                if not bias:
+                    self.register_parameter(names[2], None)
+                    self.register_parameter(names[3], None)
+                self._cell_names.append(names)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        _reset_uniform(self)
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    def forward(self, input, hx=None):
+        """input: (L, N, input_size), (N, L, input_size) with batch_first, or unbatched (L, input_size).
+
+        hx: initial state of shape (num_layers * num_directions, N, hidden_size) (no N axis when
+        unbatched); for the LSTM a pair (h_0, c_0). Zeros when omitted.
+        Returns (output, h_n) (LSTM: (output, (h_n, c_n))), output holding the last layer's h at every
+        step (both directions concatenated on the last axis).
+        """
+        name = type(self).__name__
+        if input.ndim not in (2, 3):
+            raise ValueError(f"{name}: expected a 2-D (unbatched) or 3-D (batched) input, got shape {input.shape}")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input with {self.input_size} features on the last axis, got shape {input.shape}")
+        batched = input.ndim == 3
+        if not batched:
+            input = input.reshape(input.shape[0], 1, input.shape[1])
+        elif self.batch_first:
+            input = input.swapaxes(0, 1)
+        steps, batch = input.shape[:2]
+        if steps == 0:
+            raise ValueError(f"{name}: expected a sequence of at least one step, got input shape {input.shape}")
+        initial = self._initial_state(hx, batch, batched, input)
+
+        finals = []  # final state of each (layer, direction)
+        layer_input = input
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                cell = layer * self.num_directions + direction
+                w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._cell_names[cell])
+                state = tuple(s[cell] for s in initial)
+                output, state = self._run_direction(layer_input, state, w_ih, w_hh, b_ih, b_hh, reverse=direction == 1)
+                outputs.append(output)
+                finals.append(state)
+            layer_input = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, True)
+
+        output = layer_input
+        final = tuple(ops.stack([f[k] for f in finals], axis=0) for k in range(self._state_count))
+        if not batched:
+            output = output.reshape(steps, output.shape[-1])
+            final = tuple(s.reshape(s.shape[0], s.shape[2]) for s in final)
+        elif self.batch_first:
+            output = output.swapaxes(0, 1)
+        return output, (final if self._state_count > 1 else final[0])
+
+    def _run_direction(self, x, state, w_ih, w_hh, b_ih, b_hh, reverse):
+        """Unroll one layer in one direction over x (L, N, features); returns (outputs (L, N, H), final state)."""
+        steps, batch = x.shape[:2]
+        projected = F.linear(x, w_ih, b_ih)  # the input part of every step in one matmul
+        per_step = ops.split(projected, steps, axis=0) if steps > 1 else [projected]
+        outputs = [None] * steps
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            state = self._step(per_step[t].reshape(batch, projected.shape[-1]), state, w_hh, b_hh)
+            outputs[t] = state[0]
+        return ops.stack(outputs, axis=0), state
+
+    def _initial_state(self, hx, batch, batched, like):
+        """hx checked and split into per-(layer, direction) tensors: a tuple of lists of (N, H) tensors."""
+        name = type(self).__name__
+        cells = self.num_layers * self.num_directions
+        if hx is None:
+            zeros = creation.zeros((cells, batch, self.hidden_size), dtype=like.dtype, device=like.device)
+            states = (zeros,) * self._state_count
+        else:
+            states = hx if self._state_count > 1 else (hx,)
+            if not isinstance(states, (tuple, list)) or len(states) != self._state_count:
+                raise TypeError(f"{name}: hx must be a pair (h_0, c_0) of tensors")
+            expected = (cells, batch, self.hidden_size) if batched else (cells, self.hidden_size)
+            for s in states:
+                if tuple(s.shape) != expected:
+                    raise ValueError(f"{name}: expected hidden state of shape {expected}, got {tuple(s.shape)}")
+            if not batched:
+                states = tuple(s.reshape(cells, 1, self.hidden_size) for s in states)
+        return tuple(
+            [s.reshape(batch, self.hidden_size)] if cells == 1
+            else [part.reshape(batch, self.hidden_size) for part in ops.split(s, cells, axis=0)]
+            for s in states
+        )
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        if not self.bias:
+            text += ", bias=False"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.dropout:
+            text += f", dropout={self.dropout}"
+        if self.bidirectional:
+            text += ", bidirectional=True"
+        return text
+
+
+class RNN(RNNBase):
+    """Elman RNN: h_t = nonlinearity(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), nonlinearity 'tanh' or 'relu'."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__(_rnn_mode(nonlinearity, "RNN"), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, device, dtype)
+
+
+class LSTM(RNNBase):
+    """Long short-term memory; hx and the returned state are pairs (h, c)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype)
+
+
+class GRU(RNNBase):
+    """Gated recurrent unit (PyTorch's formulation: the reset gate multiplies W_hn h + b_hn)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype)
+
+
+# --- single-step cells -----------------------------------------------------------------------------
+
+
+class RNNCellBase(Module):
+    """One time step: weight_ih, weight_hh, bias_ih, bias_hh as in PyTorch's cells."""
+
+    def __init__(self, mode, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        gates, self._step, self._state_count = _MODES[mode]
+        self.weight_ih = new_parameter((gates * hidden_size, input_size), device, dtype)
+        self.weight_hh = new_parameter((gates * hidden_size, hidden_size), device, dtype)
+        if bias:
+            self.bias_ih = new_parameter((gates * hidden_size,), device, dtype)
+            self.bias_hh = new_parameter((gates * hidden_size,), device, dtype)
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        _reset_uniform(self)
+
+    def forward(self, input, hx=None):
+        """input (N, input_size) or (input_size,); hx (N, hidden_size) (LSTMCell: a pair), zeros by default."""
+        name = type(self).__name__
+        if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input of shape (N, {self.input_size}) or ({self.input_size},), got {input.shape}")
+        shape = input.shape[:-1] + (self.hidden_size,)
+        if hx is None:
+            zeros = creation.zeros(shape, dtype=input.dtype, device=input.device)
+            state = (zeros,) * self._state_count
+        else:
+            state = tuple(hx) if self._state_count > 1 else (hx,)
+            for s in state:
+                if tuple(s.shape) != shape:
+                    raise ValueError(f"{name}: expected hidden state of shape {shape}, got {tuple(s.shape)}")
+        state = self._step(F.linear(input, self.weight_ih, self.bias_ih), state, self.weight_hh, self.bias_hh)
+        return state if self._state_count > 1 else state[0]
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        return text
+
+
+class RNNCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        super().__init__(_rnn_mode(nonlinearity, "RNNCell"), input_size, hidden_size, bias, device, dtype)
+
+
+class LSTMCell(RNNCellBase):
+    """Returns (h', c')."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype)
+
+
+class GRUCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, bias, device, dtype)
