@@ -217,3 +217,25 @@ def test_float16_training_underflows_without_scaling_and_trains_with_it():
     assert np.all(w_plain.numpy() == 0)  # every gradient flushed to zero in float16
     assert plain[-1] == plain[0]
     assert scaled[-1] < 0.05 * scaled[0]
+
+
+def test_nn_functions_follow_the_autocast_lists():
+    F = gt.nn.functional
+    gt.manual_seed(0)
+    x = gt.randn(4, 3)
+    linear = gt.nn.Linear(3, 5)
+    norm = gt.nn.BatchNorm1d(5)
+    with gt.amp.autocast(**cpu_fp16):
+        y = linear(x)
+        z = norm(y)
+        loss = F.cross_entropy(z, gt.tensor([0, 1, 2, 3]))
+        assert y.dtype == gt.float16
+        assert F.conv2d(gt.randn(1, 2, 5, 5), gt.randn(3, 2, 3, 3)).dtype == gt.float16
+        assert F.relu(y).dtype == gt.float16
+        assert F.softmax(y).dtype == gt.float32
+        assert F.layer_norm(y, (5,)).dtype == gt.float32
+        assert z.dtype == gt.float32 and loss.dtype == gt.float32
+    assert norm.running_mean.dtype == gt.float32  # running stats are updated in place, never cast copies
+    assert np.abs(norm.running_mean.numpy()).sum() > 0
+    loss.backward()
+    assert linear.weight.grad.dtype == gt.float32 and linear.bias.grad.dtype == gt.float32

@@ -3,6 +3,8 @@
 `gt.amp.autocast` switches `state` on; ops consult it through `cast_inputs` at their entry.
 The lists follow PyTorch's CUDA lists, and serve every device alike.
 """
+import functools
+
 from .. import dtypes
 from ..tensor import Tensor
 
@@ -63,3 +65,24 @@ def _cast(t, target):
         state.cache[id(t)] = (t, t._version[0], cast)
         return cast
     return t.astype(target)
+
+
+def autocast_op(name, keep=()):
+    """Decorator for a function in one of the lists: under autocast its tensor arguments arrive cast.
+
+    `keep` names keyword/positional parameters never cast (state updated in place, e.g. running stats).
+    """
+
+    def wrap(fn):
+        params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            if state.enabled:
+                args = tuple(a if params[i] in keep else cast_inputs(name, a)[0] for i, a in enumerate(args))
+                kwargs = {k: v if k in keep else cast_inputs(name, v)[0] for k, v in kwargs.items()}
+            return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap

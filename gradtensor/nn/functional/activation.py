@@ -5,6 +5,7 @@ from ... import backend, ops
 from ...autograd.function import Function
 from ...ops._util import normalize_axis
 from ._util import as_float, check_tensor, inplace_result
+from ...ops._autocast import autocast_op
 
 sigmoid = ops.sigmoid
 tanh = ops.tanh
@@ -113,6 +114,7 @@ def stable_softplus(x):
     return _Softplus.apply(x)
 
 
+@autocast_op("softplus")
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as PyTorch)."""
     input = as_float(input, "softplus")
@@ -175,11 +177,13 @@ def _softmax_like(fn, name, input, axis, dtype):
     return fn.apply(input, axis)
 
 
+@autocast_op("softmax")
 def softmax(input, axis=-1, dtype=None):
     """exp(x) / sum(exp(x)) along axis, computed from x - max(x)."""
     return _softmax_like(_Softmax, "softmax", input, axis, dtype)
 
 
+@autocast_op("log_softmax")
 def log_softmax(input, axis=-1, dtype=None):
     """x - logsumexp(x) along axis, stable for large |x|."""
     return _softmax_like(_LogSoftmax, "log_softmax", input, axis, dtype)

@@ -6,6 +6,7 @@ from ...tensor import Tensor
 from ._util import broadcast_shape, check_floating, check_tensor
 from .activation import softmax
 from .dropout import dropout
+from ...ops._autocast import autocast_op
 
 _NAME = "scaled_dot_product_attention"
 
@@ -21,6 +22,7 @@ def _masked_softmax(scores):
     return ops.where(dead, 0.0, softmax(ops.where(dead, 0.0, scores), axis=-1))
 
 
+@autocast_op("scaled_dot_product_attention")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """Attention over (..., L, E) queries, (..., S, E) keys and (..., S, Ev) values.

@@ -8,6 +8,7 @@ import math
 
 from ._util import as_tuple, batched, check_floating, unbatched
 from ._window import Unfold, make_window
+from ...ops._autocast import autocast_op
 
 
 def _padding(name, padding, kernel, stride, dilation, nd):
@@ -59,11 +60,13 @@ def _conv(name, nd, input, weight, bias, stride, padding, dilation, groups):
     return unbatched(out, added)
 
 
+@autocast_op("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D cross-correlation over (N, C_in, L) (or unbatched (C_in, L)); weight (C_out, C_in/groups, K)."""
     return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups)
 
 
+@autocast_op("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation over (N, C_in, H, W) (or unbatched); weight (C_out, C_in/groups, KH, KW)."""
     return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups)

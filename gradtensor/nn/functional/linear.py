@@ -2,8 +2,10 @@
 import math
 
 from ._util import check_tensor
+from ...ops._autocast import autocast_op
 
 
+@autocast_op("linear")
 def linear(input, weight, bias=None):
     """y = input @ weight.T + bias over the last axis; weight is (out_features, in_features)."""
     check_tensor(input, "linear")

@@ -12,6 +12,7 @@ from ...autograd.grad_mode import state
 from ...tensor import Tensor
 from ._util import broadcast_shape, check_floating, check_reduction, check_tensor, legacy_reduction, reduce_loss
 from .activation import log_softmax, log_softmax_array, stable_softplus
+from ...ops._autocast import autocast_op
 
 
 def _check_pair(name, input, target, same_shape):
@@ -43,6 +44,7 @@ def _weighted(name, loss, weight, reduction, mean_over_weight):
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("mse_loss")
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """(input - target)^2; a weighted 'mean' divides by weight.sum()."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -52,6 +54,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     return _weighted("mse_loss", diff * diff, weight, reduction, mean_over_weight=True)
 
 
+@autocast_op("l1_loss")
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """|input - target|; a weighted 'mean' divides by weight.sum()."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -60,6 +63,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     return _weighted("l1_loss", ops.abs(input - target), weight, reduction, mean_over_weight=True)
 
 
+@autocast_op("huber_loss")
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, else delta (|d| - delta / 2); a weighted 'mean' averages the products."""
     check_reduction(reduction, "huber_loss")
@@ -104,6 +108,7 @@ def _clamped_log(t):
     return ops.where(positive, ops.maximum(ops.log(ops.where(positive, t, 1.0)), _LOG_FLOOR), _LOG_FLOOR)
 
 
+@autocast_op("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """BCE between probabilities input in [0, 1] and targets; weight broadcasts against them."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -118,6 +123,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """BCE of sigmoid(input), as (1 - y) x + (1 + (pos_weight - 1) y) softplus(-x): finite for any logit."""
@@ -214,6 +220,7 @@ def _reduce_by(loss, reduction, divisor):
     return total / divisor
 
 
+@autocast_op("cross_entropy")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """Cross-entropy of logits input (C,), (N, C) or (N, C, d1, ...) with class indices or class probabilities."""
@@ -241,6 +248,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     return _reduce_by(loss, reduction, divisor)
 
 
+@autocast_op("nll_loss")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """-weight[y] * input[y] for log-probabilities input (C,), (N, C) or (N, C, d1, ...) and class indices."""
     name = "nll_loss"
@@ -255,6 +263,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     return _reduce_by(loss, reduction, divisor)
 
 
+@autocast_op("kl_div")
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """Pointwise KL term target * (log target - input) for log-probabilities input; 'batchmean' divides by N."""
     name = "kl_div"

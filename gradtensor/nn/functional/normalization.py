@@ -3,6 +3,7 @@ import numbers
 
 from ... import ops
 from ._util import check_floating, write_in_place
+from ...ops._autocast import autocast_op
 
 
 def _normalize(x, axes, eps):
@@ -21,6 +22,7 @@ def _affine(y, weight, bias, shape):
     return y
 
 
+@autocast_op("layer_norm")
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing normalized_shape axes, then scale by weight and shift by bias."""
     check_floating(input, "layer_norm")
@@ -35,6 +37,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _affine(y, weight, bias, shape)
 
 
+@autocast_op("batch_norm", keep=("running_mean", "running_var"))
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Normalise each channel (axis 1) of (N, C, *) input.
 
