@@ -44,7 +44,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             g = Tensor(backend.xp(t.data).ones_like(t.data))
         else:
             g = _as_grad_tensor(g, t, where)
-            borrowed.add(id(g.data))
+            borrowed.add(id(_owner(g.data)))
         node, nr = _edge_of(t)
         _add_to_buffer(buffers, node, nr, g)
         start.append(node)
@@ -136,7 +136,7 @@ def _run_node(node, grads, buffers, borrowed):
         raise RuntimeError(
             f"{node.name()}: backward returned {len(in_grads)} gradients but the forward took {len(edges)} inputs"
         )
-    handed = []  # arrays handed on so far: one array must not reach two places unmarked
+    handed = []  # memory owners handed on so far
     for i, (edge, g) in enumerate(zip(edges, in_grads)):
         if edge is None or g is None:
             continue
@@ -151,12 +151,22 @@ def _run_node(node, grads, buffers, borrowed):
         if data.dtype != dtype:
             g = g.astype(dtype)
             data = g.data
-        if any(data is h for h in handed) or any(gin is not None and data is gin.data for gin in grads):
-            borrowed.add(id(data))
-        handed.append(data)
+        # The incoming gradient's memory passes on (possibly as a view) exclusively unless this node hands
+        # it to two inputs (add does): then both must copy before writing. Borrowed status is inherited
+        # through views and pass-throughs, which keep the owner.
+        owner = _owner(data)
+        if any(owner is h for h in handed):
+            borrowed.add(id(owner))
+        handed.append(owner)
         if state.anomaly:
             _check_finite((data,), f"{node.name()} (backward of {type(node).op_name()})")
         _add_to_buffer(buffers, edge[0], edge[1], g)
+
+
+def _owner(array):
+    """The array that owns the memory `array` shows (itself, or the base of a view)."""
+    base = array.base
+    return array if base is None else base
 
 
 def _first(items):
@@ -187,8 +197,8 @@ def _accumulate(leaf, g, create_graph, borrowed):
         return
     if leaf.grad is None:
         data = g.data
-        # .grad must own its memory: optimizers and the GradScaler update it in place
-        if id(data) in borrowed or data.base is not None:
+        # .grad must be writable memory of its own: optimizers and the GradScaler update it in place
+        if id(_owner(data)) in borrowed or 0 in data.strides or not getattr(data.flags, "writeable", True):
             data = data.copy()
         leaf.grad = Tensor(data)
     else:

@@ -20,8 +20,10 @@ def linear(input, weight, bias=None):
         )
     if bias is not None and bias.shape != (out_features,):
         raise ValueError(f"linear: bias must have shape ({out_features},), got {bias.shape}")
-    # one 2-D matmul: batched matmul would build per-batch weight gradients and then sum them
-    out = input.reshape(math.prod(input.shape[:-1]), in_features) @ weight.mT
+    # One 2-D matmul (a batched one would build per-batch weight gradients, then sum them), written as
+    # (W @ x^T)^T so that backward makes the weight's gradient g^T @ x directly in the weight's own
+    # C order (x @ W^T would give it as a transposed view, which slows every optimizer step).
+    out = (weight @ input.reshape(math.prod(input.shape[:-1]), in_features).mT).mT
     if bias is not None:
         out = out + bias
     return out.reshape(input.shape[:-1] + (out_features,))
