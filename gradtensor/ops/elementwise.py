@@ -49,11 +49,14 @@ def _promoted(out, *operands):
     """PyTorch's promotion where NumPy's differs: integer tensors and scalars never widen a float result
     (float32 * int64 stays float32, bfloat16 * 0.5 stays bfloat16), and a float result of integer tensors
     has the default float dtype (int / int, int * 0.5, as a Python float alone gives)."""
-    if not dtypes.is_floating(out.dtype):
-        return out
     dtype = out.dtype
-    if all(not isinstance(x, Tensor) or x.data.dtype == dtype for x in operands):
+    for x in operands:
+        if isinstance(x, Tensor) and x.data.dtype != dtype:
+            break
+    else:
         return out  # the common case: every tensor operand already has the result's dtype
+    if not dtypes.is_floating(dtype):
+        return out
     float_dtypes = [x.dtype for x in operands if isinstance(x, Tensor) and dtypes.is_floating(x.dtype)]
     dtype = backend.xp(out).result_type(*float_dtypes) if float_dtypes else dtypes.get_default_dtype()
     return out if out.dtype == dtype else out.astype(dtype)

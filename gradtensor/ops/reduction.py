@@ -50,7 +50,9 @@ def _reduced_shape(shape, axes, keepdims):
 
 def _expand_reduced(g, in_shape, axes, keepdims):
     """Put the reduced axes back as size 1 so g broadcasts against the input (g: Tensor or array)."""
-    return g if keepdims else g.reshape(_kept_shape(in_shape, axes))
+    if keepdims or g.ndim == 0:  # a 0-d g (a full reduction) broadcasts as it is
+        return g
+    return g.reshape(_kept_shape(in_shape, axes))
 
 
 def _floating(x):
