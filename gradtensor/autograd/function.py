@@ -45,6 +45,19 @@ class Function:
     def apply(cls, *args, **kwargs):
         ctx = _new(cls)
         prev = state.grad_enabled
+        if not prev and not state.anomaly and state.observer is None:  # nothing recorded (backward): lean path
+            ctx.needs_input_grad = _NO_GRADS.get(len(args)) or [False] * len(args)
+            try:
+                out = cls.forward(ctx, *args, **kwargs)
+            except Exception:
+                _raise_if_devices_differ(cls, args)
+                raise
+            if type(out) is not tuple:
+                if type(out) is not _ndarray:
+                    out = _as_array(out)
+                return Tensor(out, version=_shared_version(out, args))
+            return tuple(Tensor(o if type(o) is _ndarray else _as_array(o), version=_shared_version(o, args))
+                         for o in out)
         needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
         ctx.needs_input_grad = needs
         state.grad_enabled = False
@@ -175,6 +188,7 @@ class Function:
 
 _ndarray = np.ndarray
 _new = object.__new__
+_NO_GRADS = {n: (False,) * n for n in range(1, 9)}  # shared needs_input_grad of unrecorded calls
 
 
 def _shared_version(out, args):
