@@ -398,6 +398,15 @@ def test_comparisons_give_bool_tensors_without_grad(op):
         np.testing.assert_array_equal(out.numpy(), expected)
 
 
+def test_comparing_with_none_is_false_as_in_pytorch():
+    x = gt.tensor([1.0, 2.0])
+    assert (x == None) is False  # noqa: E711 - the operator itself is under test
+    assert (x != None) is True  # noqa: E711
+    assert (None == x) is False and (None != x) is True  # noqa: E711
+    with pytest.raises(TypeError, match="less"):
+        x < None  # noqa: B015
+
+
 def test_named_comparisons_and_logic():
     a, b = gt.tensor([1.0, 2.0, np.nan]), gt.tensor([1.0, 3.0, 0.0])
     np.testing.assert_array_equal(gt.equal(a, b).numpy(), [True, False, False])

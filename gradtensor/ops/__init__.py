@@ -18,6 +18,14 @@ def _reflected(fn):
     return lambda self, other: fn(other, self)
 
 
+def _unless_none(compare, result_for_none):
+    """x == None is False and x != None True, as for PyTorch tensors (`if x == None` must not raise)."""
+    def operator(a, b):
+        return result_for_none if b is None else compare(a, b)
+    operator.__name__ = compare.__name__
+    return operator
+
+
 def _install_tensor_methods():
     for name in __all__:
         if name not in _NOT_METHODS and not hasattr(Tensor, name):
@@ -29,7 +37,7 @@ def _install_tensor_methods():
         "__rtruediv__": _reflected(div), "__rfloordiv__": _reflected(floor_divide),
         "__rmod__": _reflected(remainder), "__rpow__": _reflected(pow), "__rmatmul__": _reflected(matmul),
         "__neg__": neg, "__pos__": positive, "__abs__": abs,
-        "__eq__": equal, "__ne__": not_equal, "__lt__": less, "__le__": less_equal,
+        "__eq__": _unless_none(equal, False), "__ne__": _unless_none(not_equal, True), "__lt__": less, "__le__": less_equal,
         "__gt__": greater, "__ge__": greater_equal,
         "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": logical_not,
         "__rand__": _reflected(logical_and), "__ror__": _reflected(logical_or),

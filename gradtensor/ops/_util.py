@@ -6,7 +6,7 @@ from .. import backend, dtypes
 from ..tensor import Tensor
 
 
-def as_tensor_like(x, like):
+def as_tensor_like(x, like, op=None):
     """A non-Tensor operand (NumPy array, list) as a tensor on `like`'s device, no grad.
 
     Python scalars stay scalars so that NumPy's weak-scalar rules keep float32 float32.
@@ -22,7 +22,8 @@ def as_tensor_like(x, like):
         if arr.dtype == "float64" and not hasattr(x, "dtype"):
             arr = arr.astype(dtypes.get_default_dtype())
         return Tensor(arr)
-    raise TypeError(f"unsupported operand type {type(x).__name__}; expected a Tensor, a number or an array")
+    where = f"{op}: " if op else ""
+    raise TypeError(f"{where}unsupported operand type {type(x).__name__}; expected a Tensor, a number or an array")
 
 
 def binary_operands(a, b, op):
@@ -30,9 +31,9 @@ def binary_operands(a, b, op):
     if not isinstance(a, Tensor):
         if not isinstance(b, Tensor):
             raise TypeError(f"{op}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
-        a = as_tensor_like(a, b)
+        a = as_tensor_like(a, b, op)
     elif not isinstance(b, Tensor):
-        b = as_tensor_like(b, a)
+        b = as_tensor_like(b, a, op)
     return a, b
 
 
