@@ -201,26 +201,6 @@ def scatter_add(array, index, values):
         cupyx.scatter_add(array, index, values)
 
 
-# --- fused steps with a device-specific fast path ---------------------------------------------
-
-
-def unscale_and_check_(arrays, inv_scale):
-    """Multiply each gradient array by inv_scale in place; True when any holds inf or NaN.
-
-    The finiteness flags stay on the device and are read back once, not once per array.
-    """
-    if not arrays:
-        return False
-    flags = []
-    for a in arrays:
-        mod = xp(a)
-        # the product is taken in float32: 1/scale is subnormal in float16
-        mod.multiply(a, mod.float32(inv_scale), out=a, casting="unsafe")
-        flags.append(mod.isfinite(a).all())
-    mod = xp(arrays[0])
-    return not bool(mod.stack(flags).all())
-
-
 # --- special functions that NumPy lacks -------------------------------------------------
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -270,12 +250,14 @@ def _erf_numpy(x):
 
 _seed = None
 _generators = {}
+_philox_counters = {}  # device -> [seed, offset]: the counter-based stream of fused dropout
 
 
 def manual_seed(seed):
     global _seed
     _seed = int(seed)
     _generators.clear()
+    _philox_counters.clear()
 
 
 def generator(device):
@@ -292,14 +274,37 @@ def generator(device):
     return gen
 
 
+def _philox_counter(device):
+    counter = _philox_counters.get(device)
+    if counter is None:
+        # the manual seed when there is one (every device draws the same stream), else fresh entropy
+        seed = _seed % 2**64 if _seed is not None else int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        counter = _philox_counters[device] = [seed, 0]
+    return counter
+
+
+def philox_advance(device, count):
+    """(seed, offset) of the next `count` words of `device`'s counter-based (Philox) random stream,
+    which fused dropout draws from; the offset moves past them, rounded up to whole Philox blocks of
+    four words so every draw starts a block (the kernel's vectorised path needs that). The counter is
+    part of the device's RNG state, so a replayed region (checkpointing) draws the same words."""
+    counter = _philox_counter(device)
+    seed, offset = counter
+    counter[1] = offset + -(-int(count) // 4) * 4
+    return seed, offset
+
+
 def get_rng_state(device):
-    """A snapshot of `device`'s generator, for replaying random ops (checkpointing)."""
+    """A snapshot of `device`'s random state (its generator and its Philox counter), for replaying
+    random ops (checkpointing)."""
     import copy
 
-    return copy.deepcopy(generator(device))
+    return copy.deepcopy(generator(device)), tuple(_philox_counter(device))
 
 
 def set_rng_state(device, state):
     import copy
 
-    _generators[device] = copy.deepcopy(state)
+    gen, counter = state
+    _generators[device] = copy.deepcopy(gen)
+    _philox_counters[device] = list(counter)

@@ -39,22 +39,30 @@ __device__ __forceinline__ void store_vec16(T* ptr, long long vec_index, const V
     reinterpret_cast<Vec16<T>*>(ptr)[vec_index] = value;
 }
 
-}  // namespace gt
+// --- element types --------------------------------------------------------------------------
 
-// --- additions for the fused kernels --------------------------------------------------------
-// cuda_fp16.h is a device header that NVRTC resolves through CuPy's CUDA include path (and nvcc
-// through its own); it brings __half and the float conversions, nothing from the host.
-#include <cuda_fp16.h>
-
-namespace gt {
+// float16 storage. cuda_fp16.h is not used: since CUDA 12.2 it includes host and standard-library
+// headers that NVRTC finds only where a full toolkit is installed. The kernels need nothing from it
+// but the two conversions, each a single PTX instruction (round to nearest even on the way down).
+struct alignas(2) half {
+    unsigned short bits;
+};
 
 // Kernels load every element as float and store back in the array's type: all arithmetic
-// (and every accumulation) is fp32, also for __half data.
+// (and every accumulation) is fp32, also for half data.
 __device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(half v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    return f;
+}
 template <typename T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ half from_float<half>(float v) {
+    half h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(v));
+    return h;
+}
 
 // IEEE special values without <cmath> (NVRTC has no standard headers).
 __device__ __forceinline__ float infinity() { return __int_as_float(0x7f800000); }

@@ -4,6 +4,7 @@
   1. forward in float64 against the NumPy reference;
   2. gradcheck and gradgradcheck (float64 central differences);
   3. a float32 run: the output stays float32 and every gradient has its input's shape and dtype.
+`device` ("cpu" or "cuda") is where the inputs are made; the reference always runs on NumPy.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -46,10 +47,14 @@ def make_inputs(case, dtype=np.float64):
     return arrays
 
 
-def check_op(case):
-    arrays = make_inputs(case)
+def make_tensors(case, dtype, device):
+    arrays = make_inputs(case, dtype)
     grad_idx = range(len(arrays)) if case.grad_inputs is None else case.grad_inputs
-    tensors = [gt.tensor(a, requires_grad=i in grad_idx) for i, a in enumerate(arrays)]
+    return arrays, [gt.tensor(a, device=device, requires_grad=i in grad_idx) for i, a in enumerate(arrays)]
+
+
+def check_op(case, device="cpu"):
+    arrays, tensors = make_tensors(case, np.float64, device)
 
     out = case.fn(*tensors)
     if case.ref is not None:
@@ -59,6 +64,7 @@ def check_op(case):
         assert len(outs) == len(exps), f"{case}: {len(outs)} outputs, reference gave {len(exps)}"
         for o, e in zip(outs, exps):
             e = np.asarray(e)
+            assert o.device == gt.device(device), f"{case}: output on {o.device}, inputs on {device}"
             assert o.shape == e.shape, f"{case}: forward shape {o.shape}, reference {e.shape}"
             np.testing.assert_allclose(o.numpy(), e, rtol=1e-7, atol=1e-10, err_msg=str(case))
 
@@ -66,13 +72,11 @@ def check_op(case):
     if case.second_order:
         assert gradgradcheck(case.fn, tensors, atol=case.atol, rtol=case.rtol)
 
-    check_float32(case)
+    check_float32(case, device)
 
 
-def check_float32(case):
-    arrays = make_inputs(case, np.float32)
-    grad_idx = range(len(arrays)) if case.grad_inputs is None else case.grad_inputs
-    tensors = [gt.tensor(a, requires_grad=i in grad_idx) for i, a in enumerate(arrays)]
+def check_float32(case, device="cpu"):
+    _, tensors = make_tensors(case, np.float32, device)
     out = case.fn(*tensors)
     outs = out if isinstance(out, (tuple, list)) else (out,)
     for o in outs:
@@ -86,3 +90,4 @@ def check_float32(case):
         if t.requires_grad and t.grad is not None:
             assert t.grad.shape == t.shape, f"{case}: grad shape {t.grad.shape} != input shape {t.shape}"
             assert t.grad.dtype == t.dtype, f"{case}: grad dtype {t.grad.dtype} != input dtype {t.dtype}"
+            assert t.grad.device == t.device, f"{case}: grad on {t.grad.device}, input on {t.device}"

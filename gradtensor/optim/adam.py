@@ -1,5 +1,5 @@
 """Adam (with AMSGrad) and AdamW (decoupled weight decay)."""
-from .. import backend
+from .. import backend, fused
 from .optimizer import Optimizer, check_betas, check_nonnegative, lerp_, zeros_state
 
 
@@ -47,7 +47,11 @@ class Adam(Optimizer):
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
-    def _update(self, param, grad, state, group):
+    _STATE_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    @staticmethod
+    def _count_step(param, state, group):
+        """Create the state on the first step; count this step."""
         if not state:
             state["step"] = 0
             state["exp_avg"] = zeros_state(param)
@@ -55,6 +59,29 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = zeros_state(param)
         state["step"] += 1
+
+    def _step_group(self, params, group):
+        """The parameters the multi-tensor kernel takes are updated in one launch per step count (the
+        bias corrections depend on it; usually all share one), the others by _update."""
+        by_step = {}
+        for param in self._kernel_params(params, group, self._STATE_TENSORS):
+            state = self.state[param]
+            self._count_step(param, state, group)
+            by_step.setdefault(state["step"], []).append(param)
+        beta1, beta2 = group["betas"]
+        for step, batch in by_step.items():
+            states = [self.state[param] for param in batch]
+            exp_avgs = [state["exp_avg"].data for state in states]
+            exp_avg_sqs = [state["exp_avg_sq"].data for state in states]
+            max_exp_avg_sqs = [state["max_exp_avg_sq"].data for state in states] if group["amsgrad"] else None
+            fused.adam_step_(
+                [param.data for param in batch], [param.grad.data for param in batch], exp_avgs, exp_avg_sqs,
+                max_exp_avg_sqs, step, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                group["decoupled_weight_decay"], group["amsgrad"], maximize=group["maximize"],
+            )
+
+    def _update(self, param, grad, state, group):
+        self._count_step(param, state, group)
         beta1, beta2 = group["betas"]
         max_exp_avg_sq = state["max_exp_avg_sq"].data if group["amsgrad"] else None
         adam_update(

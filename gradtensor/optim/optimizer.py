@@ -2,12 +2,14 @@
 
 An optimizer subclass implements `_update(param, grad, state, group)`, which keeps its bookkeeping
 (state initialisation, step counts) and hands the raw arrays to one update function per algorithm.
+Optimizers with a multi-tensor GPU kernel (SGD, Adam, AdamW) also override `_step_group`, which
+updates a whole group: the parameters the kernel takes in one launch, the others one by one.
 Updates write into `param.data` in place, off the autograd tape: a parameter keeps its identity
 and memory, and its version counter is bumped so stale saved copies are detected.
 """
 from collections import defaultdict
 
-from .. import backend, dtypes
+from .. import backend, dtypes, fused
 from ..autograd.grad_mode import enable_grad
 from ..tensor import Tensor
 
@@ -86,12 +88,31 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                self._update(param, param.grad.data, self.state[param], group)
-                param._bump_version()
+            params = [param for param in group["params"] if param.grad is not None]
+            if params:
+                self._step_group(params, group)
+                for param in params:
+                    param._bump_version()
         return loss
+
+    def _step_group(self, params, group):
+        """Update `params` (those of `group` that have a gradient)."""
+        for param in params:
+            self._update(param, param.grad.data, self.state[param], group)
+
+    def _kernel_params(self, params, group, state_keys=()):
+        """The parameters of `params` that the multi-tensor kernel takes; the others are updated here,
+        one by one. The kernel takes a parameter when its data, gradient and existing state tensors
+        `state_keys` share one kernel dtype on the GPU (gradtensor.fused.available_for)."""
+        kernel = []
+        for param in params:
+            state = self.state[param]
+            arrays = [param.data, param.grad.data] + [state[key].data for key in state_keys if key in state]
+            if fused.available_for(*arrays):
+                kernel.append(param)
+            else:
+                self._update(param, param.grad.data, state, group)
+        return kernel
 
     def _update(self, param, grad, state, group):
         """Apply one step to `param` (a Tensor) given its gradient array, its state dict and its group."""

@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
+from .. import backend, fused
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_nonnegative
+from .optimizer import Optimizer, check_nonnegative, zeros_state
 
 
 def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
@@ -15,7 +16,8 @@ def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_
         grad = grad + weight_decay * param
     if momentum != 0:
         if momentum_buffer is None:
-            momentum_buffer = grad.copy()
+            # an array even for a 0-d parameter, whose arithmetic gives NumPy scalars: updated in place later
+            momentum_buffer = backend.xp(param).array(grad, copy=True)
         else:
             momentum_buffer *= momentum
             momentum_buffer += grad if dampening == 0 else (1 - dampening) * grad
@@ -45,3 +47,24 @@ class SGD(Optimizer):
         )
         if buffer is None and new_buffer is not None:
             state["momentum_buffer"] = Tensor(new_buffer)
+
+    def _step_group(self, params, group):
+        """The parameters the multi-tensor kernel takes are updated in one launch per kind of step (a
+        momentum buffer's first step copies the gradient), the others by _update."""
+        momentum = group["momentum"]
+        kernel = self._kernel_params(params, group, ("momentum_buffer",))
+        first = [param for param in kernel if "momentum_buffer" not in self.state[param]]
+        later = [param for param in kernel if "momentum_buffer" in self.state[param]]
+        for batch, first_step in ((first, True), (later, False)):
+            if not batch:
+                continue
+            buffers = None
+            if momentum != 0:
+                if first_step:
+                    for param in batch:
+                        self.state[param]["momentum_buffer"] = zeros_state(param)
+                buffers = [self.state[param]["momentum_buffer"].data for param in batch]
+            fused.sgd_momentum_step_(
+                [param.data for param in batch], [param.grad.data for param in batch], buffers, group["lr"], momentum,
+                group["dampening"], group["nesterov"], group["weight_decay"], first_step, maximize=group["maximize"],
+            )

@@ -1,8 +1,16 @@
-"""Activations, softmax and log_softmax."""
+"""Activations, softmax and log_softmax.
+
+On the GPU (float16/float32, see gradtensor.fused.available_for) softmax and log_softmax over the
+last axis run one kernel each; elsewhere the array formulas below, which the kernels are tested
+against. Backward passes are Tensor ops either way.
+"""
 import math
 
-from ... import backend, ops
+from ... import backend, fused, ops
+from ...autograd.engine import grad as autograd_grad
 from ...autograd.function import Function
+from ...autograd.grad_mode import enable_grad, state
+from ...tensor import Tensor
 from ...ops._util import normalize_axis
 from ._util import as_float, check_tensor, inplace_result
 from ...ops._autocast import autocast_op
@@ -32,10 +40,51 @@ def elu(input, alpha=1.0, inplace=False):
     return inplace_result(input, out, "elu") if inplace else out
 
 
+def _silu_composite(x):
+    return x * ops.sigmoid(x)
+
+
 def silu(input, inplace=False):
     x = as_float(input, "silu")
-    out = x * ops.sigmoid(x)
+    out = _with_activation_kernel(x, "silu", _silu_composite)
     return inplace_result(input, out, "silu") if inplace else out
+
+
+# --- activations through the fused bias + activation kernel ------------------------------------
+# Nothing in gradtensor's public API applies a bias and an activation together (nn.Linear and the
+# activation modules are separate calls, and F.linear has no activation argument), so the kernel runs
+# with a zero bias: the activation's forward and backward are then one pass each over the data
+# instead of a chain of elementwise kernels with their temporaries. ReLU is a single op already.
+
+
+class _ActivationKernel(Function):
+    """act(x) for act in fused.ACTIVATIONS, on the GPU kernel; `composite` is the same activation from
+    differentiable ops (the double-backward path)."""
+
+    @staticmethod
+    def forward(ctx, x, act, composite):
+        ctx.act, ctx.composite = act, composite
+        ctx.save_for_backward(x)
+        return fused.bias_act_forward(x.data, _zero_bias(x.data), act)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if state.grad_enabled:  # create_graph: a differentiable gradient
+            return composite_vjp(ctx.composite, (x,), (True,), g)[0]
+        dx, _ = fused.bias_act_backward(g.data, x.data, _zero_bias(x.data), ctx.act, bias_grad=False)
+        return Tensor(dx)
+
+
+def _zero_bias(a):
+    return backend.xp(a).zeros(a.shape[-1:], dtype=a.dtype)
+
+
+def _with_activation_kernel(x, act, composite):
+    """act(x) through the fused kernel where it applies, else composite(x)."""
+    if x.ndim >= 1 and fused.available_for(x.data):
+        return _ActivationKernel.apply(x, act, composite)
+    return composite(x)
 
 
 # --- GELU: a dedicated Function (one saved tensor instead of a chain of five ops) ------------------
@@ -84,9 +133,9 @@ class _GeluTanh(Function):
 def gelu(input, approximate="none"):
     input = as_float(input, "gelu")
     if approximate == "none":
-        return _GeluExact.apply(input)
+        return _with_activation_kernel(input, "gelu_erf", _GeluExact.apply)
     if approximate == "tanh":
-        return _GeluTanh.apply(input)
+        return _with_activation_kernel(input, "gelu_tanh", _GeluTanh.apply)
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
@@ -128,6 +177,21 @@ def softplus(input, beta=1.0, threshold=20.0):
 # --- softmax and log_softmax: shifted by the max, so +-1e4 neither overflows nor underflows to NaN ---
 
 
+def composite_vjp(composite, inputs, needs, grad):
+    """The gradients of composite(*inputs), an op rebuilt from differentiable ops, with respect to the
+    inputs that `needs` marks, recorded on the tape. A fused Function's backward uses it when it must
+    itself be differentiable (create_graph): the kernels' gradients are not."""
+    wrt = [t for t, need in zip(inputs, needs) if need]
+    with enable_grad():
+        out = composite(*inputs)
+    found = iter(autograd_grad([out], wrt, [grad], create_graph=True, allow_unused=True))
+    return tuple(next(found) if need else None for need in needs)
+
+
+def _on_last_axis_kernel(a, axis):
+    return axis == a.ndim - 1 and fused.available_for(a)
+
+
 def log_softmax_array(a, axis):
     """log_softmax of a raw array, and the log-sum-exp it subtracted (kept with keepdims)."""
     mod = backend.xp(a)
@@ -140,6 +204,8 @@ class _Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         ctx.axis = axis
+        if _on_last_axis_kernel(x.data, axis):
+            return ctx.save_output(fused.softmax(x.data))
         e = backend.xp(x.data).exp(x.data - x.data.max(axis=axis, keepdims=True))
         e /= e.sum(axis=axis, keepdims=True)
         return ctx.save_output(e)
@@ -155,6 +221,8 @@ class _LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         ctx.axis = axis
+        if _on_last_axis_kernel(x.data, axis):
+            return ctx.save_output(fused.log_softmax(x.data))
         return ctx.save_output(log_softmax_array(x.data, axis)[0])
 
     @staticmethod

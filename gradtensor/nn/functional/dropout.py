@@ -1,5 +1,15 @@
-"""dropout with the device's seeded generator (gt.manual_seed makes masks reproducible)."""
-from ... import backend
+"""dropout with the device's seeded random state (gt.manual_seed makes masks reproducible).
+
+On the GPU (see gradtensor.fused.available_for) the mask comes from the fused kernel's counter-based
+Philox stream, keyed by the device's seed and an offset that each call advances
+(backend.philox_advance); the offset is part of the device's RNG state, so a checkpointed region
+replays the same mask. The kernel keeps a one-byte mask for backward. Elsewhere the mask is drawn
+from the device's generator and applied with a product.
+"""
+from ... import backend, fused
+from ...autograd.function import Function
+from ...autograd.grad_mode import state
+from ...fused_reference import dropout_scale
 from ...tensor import Tensor
 from ._util import check_floating, inplace_result
 
@@ -7,8 +17,23 @@ from ._util import check_floating, inplace_result
 def dropout_mask(shape, p, dtype, device):
     """Keep each element with probability 1 - p, scaled by 1 / (1 - p) so the expectation is unchanged."""
     keep = backend.generator(device).random(shape) >= p
-    scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
-    return (keep * scale).astype(dtype)
+    return (keep * dropout_scale(p)).astype(dtype)
+
+
+class _DropoutKernel(Function):
+    """Dropout by the fused kernel: elements of x kept where the Philox stream (seed, offset) says so."""
+
+    @staticmethod
+    def forward(ctx, x, p, seed, offset):
+        ctx.p = p
+        y, ctx.mask = fused.dropout_forward(x.data, p, seed, offset)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        if state.grad_enabled:  # create_graph: the gradient is g times a constant, as a Tensor op
+            return g * Tensor((ctx.mask * dropout_scale(ctx.p)).astype(g.dtype))
+        return Tensor(fused.dropout_backward(g.data, ctx.mask, ctx.p))
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -17,5 +42,9 @@ def dropout(input, p=0.5, training=True, inplace=False):
         raise ValueError(f"dropout: probability p must be in [0, 1], got {p}")
     if not training or p == 0:
         return input
-    out = input * Tensor(dropout_mask(input.shape, p, input.dtype, input.device))
+    if fused.available_for(input.data):
+        seed, offset = backend.philox_advance(input.device, input.size)
+        out = _DropoutKernel.apply(input, p, seed, offset)
+    else:
+        out = input * Tensor(dropout_mask(input.shape, p, input.dtype, input.device))
     return inplace_result(input, out, "dropout") if inplace else out

@@ -1,12 +1,15 @@
 """Losses, each with reduction 'mean' | 'sum' | 'none' (and PyTorch's legacy size_average / reduce).
 
 cross_entropy is one fused Function: the loss comes from log-sum-exp and the logits' gradient is
-softmax(z) * sum(q) - q (softmax(z) - y for a one-hot or probability target) computed directly.
+softmax(z) * sum(q) - q (softmax(z) - y for a one-hot or probability target) computed directly. On
+the GPU (see gradtensor.fused.available_for), (N, C) or (C,) logits with class indices, no class
+weights and no label smoothing take the softmax cross-entropy kernel instead: loss and gradient in
+one pass over the logits, no dense target.
 """
 import math
 import warnings
 
-from ... import backend, ops
+from ... import backend, fused, ops
 from ...autograd.function import Function
 from ...autograd.grad_mode import state
 from ...tensor import Tensor
@@ -141,6 +144,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 # --- cross-entropy and nll ----------------------------------------------------------------
 
 
+def _logits_grad(g, log_probs, q, axis):
+    """d loss / d logits of -sum(q log_softmax(z)) for the loss gradient g (class axis restored)."""
+    return g * (log_probs.exp() * q.sum(axis=axis, keepdims=True) - q)
+
+
 class _SoftmaxCrossEntropy(Function):
     """Per-sample -sum_c q_c log_softmax(z)_c along axis, for a (weighted) target distribution q."""
 
@@ -162,13 +170,58 @@ class _SoftmaxCrossEntropy(Function):
             log_probs = log_softmax(logits, axis=ctx.axis)
         else:  # first order: one exp of the saved logits, no graph
             log_probs = Tensor(logits.data - ctx.lse)
-        g_logits = g * (log_probs.exp() * q.sum(axis=ctx.axis, keepdims=True) - q) if need_logits else None
+        g_logits = _logits_grad(g, log_probs, q, ctx.axis) if need_logits else None
         g_q = -g * log_probs if need_q else None
         return g_logits, g_q
 
 
+class _SoftmaxCrossEntropyKernel(Function):
+    """Per-row cross-entropy of logits (N, C) with class indices `labels` (an integer array), from the
+    fused kernel (gradtensor.fused.softmax_cross_entropy): forward keeps only the logits, and backward
+    runs the kernel again with the incoming gradient as each row's scale."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, ignore_index):
+        ctx.labels, ctx.ignore_index = labels, ignore_index
+        ctx.save_for_backward(logits)
+        loss, _ = fused.softmax_cross_entropy(logits.data, labels, ignore_index)
+        return loss.astype(logits.dtype, copy=False)  # float32 for float16 logits from the kernel
+
+    @staticmethod
+    def backward(ctx, g):
+        (logits,) = ctx.saved_tensors
+        if state.grad_enabled:  # double backward: the composite gradient, on the tape
+            q = Tensor(_one_hot(ctx.labels, ctx.labels != ctx.ignore_index, logits.shape[1], logits.dtype))
+            return _logits_grad(ops.expand_dims(g, 1), log_softmax(logits, axis=1), q, 1)
+        _, grad = fused.softmax_cross_entropy(logits.data, ctx.labels, ctx.ignore_index, g.data)
+        return Tensor(grad)
+
+
+def _one_hot(labels, valid, classes, dtype):
+    """(N, C) array: 1 at each valid sample's class, 0 elsewhere (labels must already be in range where valid)."""
+    mod = backend.xp(labels)
+    return ((mod.where(valid, labels, 0)[..., None] == mod.arange(classes)) & valid[..., None]).astype(dtype)
+
+
 def _class_axis(input):
     return 0 if input.ndim == 1 else 1
+
+
+def _checked_labels(name, input, target, ignore_index):
+    """(labels, valid): the class-index array of target, checked against input, and where it is not ignore_index."""
+    axis = _class_axis(input)
+    classes = input.shape[axis]
+    labels = target.data
+    expected = input.shape[:axis] + input.shape[axis + 1:]
+    if labels.shape != expected:
+        raise ValueError(
+            f"{name}: target of shape {target.shape} does not match input of shape {input.shape} "
+            f"(expected {expected} for class indices, or {input.shape} for class probabilities)"
+        )
+    valid = labels != ignore_index
+    if bool((((labels < 0) | (labels >= classes)) & valid).any()):
+        raise IndexError(f"{name}: target values must be in [0, {classes}) or ignore_index={ignore_index}")
+    return labels, valid
 
 
 def _class_target(name, input, target, weight, ignore_index, label_smoothing):
@@ -179,18 +232,9 @@ def _class_target(name, input, target, weight, ignore_index, label_smoothing):
     """
     axis = _class_axis(input)
     classes = input.shape[axis]
-    labels = target.data
-    expected = input.shape[:axis] + input.shape[axis + 1:]
-    if labels.shape != expected:
-        raise ValueError(
-            f"{name}: target of shape {target.shape} does not match input of shape {input.shape} "
-            f"(expected {expected} for class indices, or {input.shape} for class probabilities)"
-        )
+    labels, valid = _checked_labels(name, input, target, ignore_index)
     mod = backend.xp(input.data)
-    valid = labels != ignore_index
     safe = mod.where(valid, labels, 0)
-    if bool(((safe < 0) | (safe >= classes)).any()):
-        raise IndexError(f"{name}: target values must be in [0, {classes}) or ignore_index={ignore_index}")
     class_weight = mod.ones(classes, dtype=input.dtype) if weight is None else weight.data.astype(input.dtype)
     sample_weight = class_weight[safe] * valid
     q = (safe[..., None] == mod.arange(classes)) * ((1 - label_smoothing) * sample_weight[..., None])
@@ -198,6 +242,14 @@ def _class_target(name, input, target, weight, ignore_index, label_smoothing):
         q = q + (label_smoothing / classes) * class_weight * valid[..., None]
     q = mod.moveaxis(q, -1, axis).astype(input.dtype)
     return Tensor(q), sample_weight.sum()
+
+
+def _cross_entropy_kernel(name, input, target, ignore_index, reduction):
+    """cross_entropy of (N, C) or (C,) logits with class indices through the fused kernel."""
+    labels, valid = _checked_labels(name, input, target, ignore_index)
+    rows = input.reshape((1,) + input.shape) if input.ndim == 1 else input
+    loss = _SoftmaxCrossEntropyKernel.apply(rows, labels.reshape(rows.shape[:1]), int(ignore_index))
+    return _reduce_by(loss.reshape(labels.shape), reduction, valid.sum().astype(input.dtype))
 
 
 def _check_class_input(name, input, weight):
@@ -233,6 +285,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
     axis = _class_axis(input)
     classes = input.shape[axis]
+    if (target.dtype.kind in "iu" and weight is None and not label_smoothing and input.ndim <= 2
+            and fused.available_for(input.data)):
+        return _cross_entropy_kernel(name, input, target, ignore_index, reduction)
     if target.dtype.kind in "iu":
         q, divisor = _class_target(name, input, target, weight, ignore_index, label_smoothing)
     else:

@@ -1,8 +1,18 @@
-"""layer_norm and batch_norm, composed of differentiable ops (so every derivative order works)."""
+"""layer_norm and batch_norm, composed of differentiable ops (so every derivative order works).
+
+On the GPU (see gradtensor.fused.available_for) layer_norm runs the fused kernels instead: one pass
+for the forward with fp32 statistics, one for the input gradient and one for the parameters'; under
+create_graph its backward falls back to the composite ops, so higher derivatives still work.
+"""
+import math
 import numbers
 
-from ... import ops
+from ... import fused, ops
+from ...autograd.function import Function
+from ...autograd.grad_mode import state
+from ...tensor import Tensor
 from ._util import check_floating, write_in_place
+from .activation import composite_vjp
 from ...ops._autocast import autocast_op
 
 
@@ -33,8 +43,53 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"layer_norm: {name} must have shape {shape}, got {t.shape}")
-    y, _, _ = _normalize(input, tuple(range(input.ndim - k, input.ndim)), eps)
+    if _layer_norm_kernel_applies(input, weight, bias):
+        return _layer_norm_kernel(input, weight, bias, shape, eps)
+    return _layer_norm_composite(input, weight, bias, shape, eps)
+
+
+def _layer_norm_composite(input, weight, bias, shape, eps):
+    y, _, _ = _normalize(input, tuple(range(input.ndim - len(shape), input.ndim)), eps)
     return _affine(y, weight, bias, shape)
+
+
+def _layer_norm_kernel_applies(input, weight, bias):
+    # weight and bias in the input's dtype: mixed dtypes promote in the composite, not in the kernel
+    return fused.available_for(input.data, *(t.data for t in (weight, bias) if t is not None))
+
+
+class _LayerNormKernel(Function):
+    """layer_norm over the last axis of x (rows, C), weight and bias (C,) or None, by the fused kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        ctx.eps = eps
+        ctx.save_for_backward(x, weight, bias)
+        y, ctx.mean, ctx.rstd = fused.layer_norm_forward(x.data, _data(weight), _data(bias), eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        if state.grad_enabled:  # create_graph: differentiate the composite on the tape
+            composite = lambda x, w, b: _layer_norm_composite(x, w, b, x.shape[-1:], ctx.eps)  # noqa: E731
+            return composite_vjp(composite, (x, weight, bias), needs, g)
+        grads = fused.layer_norm_backward(g.data, x.data, _data(weight), ctx.mean, ctx.rstd)
+        return tuple(Tensor(a) if need else None for a, need in zip(grads, needs))
+
+
+def _data(t):
+    return None if t is None else t.data
+
+
+def _layer_norm_kernel(input, weight, bias, shape, eps):
+    """The kernels normalise one axis: the normalized axes are flattened into it (a view), and back."""
+    features = math.prod(shape)
+    flat = input.reshape(input.shape[:input.ndim - len(shape)] + (features,))
+    y = _LayerNormKernel.apply(flat, *(None if t is None else t.reshape(features) for t in (weight, bias)),
+                               float(eps))
+    return y.reshape(input.shape)
 
 
 @autocast_op("batch_norm", keep=("running_mean", "running_var"))
