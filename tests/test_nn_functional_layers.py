@@ -42,6 +42,8 @@ def test_linear_errors():
         F.linear(gt.zeros(2, 3), gt.zeros(4, 5))
     with pytest.raises(ValueError, match=r"linear: bias must have shape \(4,\)"):
         F.linear(gt.zeros(2, 5), gt.zeros(4, 5), gt.zeros(5))
+    with pytest.raises(TypeError, match="linear: input, weight and bias must have one dtype, got float64, float32"):
+        F.linear(gt.zeros(2, 5, dtype=gt.float64), gt.zeros(4, 5))
     with pytest.raises(ValueError, match="linear: weight must be 2-D"):
         F.linear(gt.zeros(2, 5), gt.zeros(5))
 

@@ -13,7 +13,6 @@ _NAME = "scaled_dot_product_attention"
 
 def _masked_softmax(scores):
     """Softmax over the last axis where rows with nothing to attend to (all -inf) give zeros, not NaN."""
-    mod = backend.xp(scores.data)
     dead = (scores.data == -math.inf).all(axis=-1, keepdims=True)
     if not bool(dead.any()):
         return softmax(scores, axis=-1)

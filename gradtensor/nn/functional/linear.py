@@ -1,8 +1,35 @@
-"""linear: x @ weight.T + bias."""
+"""linear: x @ weight.T + bias, one node on the tape."""
 import math
 
+from ... import backend
+from ...autograd.function import Function
 from ._util import check_tensor
 from ...ops._autocast import autocast_op
+
+
+class _Linear(Function):
+    """y = x @ W^T + b for a 2-D x. One node instead of the chain transpose, matmul, add: the layer is
+    the hottest op of a training step, so its per-op overhead counts. Backward makes the weight's
+    gradient g^T @ x directly in the weight's own C order (a transposed view would slow every
+    optimizer step); it is written in Tensor ops, so double backward works."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        out = backend.matmul(x.data, weight.data.T)
+        if bias is not None:
+            out += bias.data
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        return (
+            g @ weight if need_x else None,
+            g.mT @ x if need_weight else None,
+            g.sum(axis=0) if need_bias else None,
+        )
 
 
 @autocast_op("linear")
@@ -18,12 +45,15 @@ def linear(input, weight, bias=None):
             f"linear: input of shape {input.shape} does not match weight of shape {weight.shape} "
             f"(expected last dimension {in_features})"
         )
-    if bias is not None and bias.shape != (out_features,):
-        raise ValueError(f"linear: bias must have shape ({out_features},), got {bias.shape}")
-    # One 2-D matmul (a batched one would build per-batch weight gradients, then sum them), written as
-    # (W @ x^T)^T so that backward makes the weight's gradient g^T @ x directly in the weight's own
-    # C order (x @ W^T would give it as a transposed view, which slows every optimizer step).
-    out = (weight @ input.reshape(math.prod(input.shape[:-1]), in_features).mT).mT
     if bias is not None:
-        out = out + bias
-    return out.reshape(input.shape[:-1] + (out_features,))
+        check_tensor(bias, "linear", "bias")
+        if bias.shape != (out_features,):
+            raise ValueError(f"linear: bias must have shape ({out_features},), got {bias.shape}")
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        dtypes = ", ".join(str(t.dtype) for t in (input, weight, bias) if t is not None)
+        raise TypeError(f"linear: input, weight and bias must have one dtype, got {dtypes}")
+    # One 2-D product: batch axes fold into the rows (a batched matmul would build per-batch weight
+    # gradients, then sum them).
+    rows = input.reshape(math.prod(input.shape[:-1]), in_features) if input.ndim != 2 else input
+    out = _Linear.apply(rows, weight, bias)
+    return out.reshape(input.shape[:-1] + (out_features,)) if input.ndim != 2 else out
