@@ -50,6 +50,17 @@ def test_parameter_is_cast_once_per_region():
     np.testing.assert_allclose(w.grad.numpy(), 2 * x.numpy().T @ np.ones((4, 2)), rtol=1e-2)
 
 
+def test_cast_made_without_grad_does_not_cut_a_later_recorded_use():
+    x, w = _params()
+    with gt.amp.autocast(**cpu_fp16):
+        with gt.no_grad():
+            x @ w  # e.g. an evaluation inside the region
+        loss = (x @ w).sum()
+    assert loss.requires_grad
+    loss.backward()
+    np.testing.assert_allclose(w.grad.numpy(), x.numpy().T @ np.ones((4, 2)), rtol=1e-2)
+
+
 def test_nested_and_disabled_regions():
     x, w = _params()
     with gt.amp.autocast(**cpu_fp16):

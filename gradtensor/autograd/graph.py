@@ -17,21 +17,44 @@ def nodes(*outputs):
     return found
 
 
-def saved_nbytes(*outputs):
-    """Bytes of the distinct arrays that the graph behind `outputs` keeps for backward.
+def leaves(*outputs):
+    """The distinct leaf tensors requiring grad that the graph behind `outputs` delivers gradients to."""
+    found = {}
+    for node in nodes(*outputs):
+        for edge in node.next_edges:
+            if edge is not None and type(edge[0]) is AccumulateGrad:
+                found[id(edge[0].variable)] = edge[0].variable
+    return list(found.values())
 
-    Counts saved tensors, saved outputs and array extras that ops keep on ctx; leaves that require
-    grad (parameters, inputs) live on anyway and are not counted. This is the activation memory
-    that checkpointing trades for recompute.
+
+def memory_owner(array):
+    """The array that owns the memory `array` shows: itself, or the base of a view."""
+    base = getattr(array, "base", None)
+    return array if base is None or not hasattr(base, "nbytes") else base
+
+
+def saved_arrays(*outputs):
+    """The distinct memory (owner arrays, by id) that the graph behind `outputs` keeps for backward.
+
+    Covers saved tensors, saved outputs and array extras that ops keep on ctx; a view counts as the
+    memory it shows. Leaves that require grad (parameters, inputs) live on anyway and are left out.
     """
     arrays = {}
     for node in nodes(*outputs):
         values = list(node._saved or ()) + [node._saved_output] + list(vars(node).values())
         for v in values:
             for item in v if isinstance(v, (list, tuple)) else (v,):
-                if isinstance(item, Tensor) and item.is_leaf and item.requires_grad:
-                    continue
-                data = item.data if isinstance(item, Tensor) else item
-                if hasattr(data, "nbytes") and hasattr(data, "shape"):
-                    arrays[id(data)] = data.nbytes
-    return sum(arrays.values())
+                if isinstance(item, Tensor):
+                    if item.is_leaf and item.requires_grad:
+                        continue
+                    item = item.data
+                if hasattr(item, "nbytes") and hasattr(item, "shape"):
+                    owner = memory_owner(item)
+                    arrays[id(owner)] = owner
+    return arrays
+
+
+def saved_nbytes(*outputs):
+    """Bytes the graph behind `outputs` keeps for backward (see saved_arrays): the activation memory
+    that checkpointing trades for recompute."""
+    return sum(a.nbytes for a in saved_arrays(*outputs).values())

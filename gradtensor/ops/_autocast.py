@@ -6,6 +6,7 @@ The lists follow PyTorch's CUDA lists, and serve every device alike.
 import functools
 
 from .. import dtypes
+from ..autograd.grad_mode import state as grad_state
 from ..tensor import Tensor
 
 # Matrix products: the work that tensor cores speed up.
@@ -57,7 +58,9 @@ def _cast(t, target):
         return t
     if target == dtypes.float32 and t.dtype == dtypes.float64:
         return t  # float32 ops only widen low-precision inputs
-    if t.is_leaf and t.requires_grad:  # a parameter: cast once per region, not per use
+    # a parameter: cast once per region, not per use; a cast made off the tape (no_grad) is not cached,
+    # or a later recorded use would get a copy that does not lead back to the parameter
+    if t.is_leaf and t.requires_grad and grad_state.grad_enabled:
         hit = state.cache.get(id(t))
         if hit is not None and hit[0] is t and hit[1] == t._version[0]:
             return hit[2]
