@@ -127,6 +127,38 @@ def test_gradients_through_time(cls):
     assert gradcheck(run, (x,) + tuple(params))
 
 
+@pytest.mark.parametrize("use_c", [True, False], ids=["h_and_c", "h_only"])
+def test_lstm_pointwise_node_matches_its_composite(use_c):
+    from gradtensor.autograd import gradgradcheck
+    from gradtensor.nn.modules.rnn import _LSTMPointwise, _lstm_pointwise_composite
+
+    gates = gt.tensor(randn(3, 8) * 3, requires_grad=True)  # large pre-activations: saturated gates too
+    c = gt.tensor(randn(3, 2, seed=1), requires_grad=True)
+
+    def fused(gates, c):
+        h, c_new = _LSTMPointwise.apply(gates, c)
+        return (h, c_new) if use_c else (h,)
+
+    def composite(gates, c):
+        h, c_new = _lstm_pointwise_composite(gates, c)
+        return (h, c_new) if use_c else (h,)
+
+    def values_and_grads(fn):
+        outs = fn(gates, c)
+        return [o.numpy() for o in outs] + [g.numpy() for g in gt.autograd.grad(sum(o.sum() for o in outs), [gates, c])]
+
+    for got, want in zip(values_and_grads(fused), values_and_grads(composite)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert gradcheck(fused, (gates, c))
+    assert gradgradcheck(fused, (gates, c))
+
+    x32 = gt.tensor(randn(2, 8).astype(np.float32), requires_grad=True)
+    h, c_new = _LSTMPointwise.apply(x32, gt.zeros(2, 2))
+    assert h.dtype == c_new.dtype == gt.float32
+    h.sum().backward()
+    assert x32.grad.dtype == gt.float32
+
+
 def test_bidirectional_batch_first_gradients():
     module = nn.GRU(2, 2, bidirectional=True, batch_first=True).to(dtype=gt.float64)
     x = gt.tensor(randn(1, 3, 2), requires_grad=True)

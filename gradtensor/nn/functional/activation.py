@@ -179,12 +179,18 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 def composite_vjp(composite, inputs, needs, grad):
     """The gradients of composite(*inputs), an op rebuilt from differentiable ops, with respect to the
-    inputs that `needs` marks, recorded on the tape. A fused Function's backward uses it when it must
+    inputs that `needs` marks, recorded on the tape (`grad`: a tuple, one per output, when composite
+    returns several). A fused Function's backward uses it when it must
     itself be differentiable (create_graph): the kernels' gradients are not."""
     wrt = [t for t, need in zip(inputs, needs) if need]
     with enable_grad():
-        out = composite(*inputs)
-    found = iter(autograd_grad([out], wrt, [grad], create_graph=True, allow_unused=True))
+        outs = composite(*inputs)
+    if isinstance(outs, tuple):  # several outputs: `grad` holds one gradient (or None) per output
+        pairs = [(o, g) for o, g in zip(outs, grad) if g is not None]
+        outs, grad = [o for o, _ in pairs], [g for _, g in pairs]
+    else:
+        outs, grad = [outs], [grad]
+    found = iter(autograd_grad(outs, wrt, grad, create_graph=True, allow_unused=True))
     return tuple(next(found) if need else None for need in needs)
 
 
