@@ -180,4 +180,20 @@ __device__ __forceinline__ float sum_over_block_rows(float value) {
     return value;
 }
 
+// out[i] = f(i, in[i]) over one row of `cols` elements, by the whole block (one block per row).
+template <typename T, typename F>
+__device__ __forceinline__ void map_row(const T* in, T* out, int cols, F f) {
+    visit_packed<T>(cols, threadIdx.x, blockDim.x, elements_to_alignment(in), same_alignment(in, out),
+                    [&](long long i, auto width) {
+                        constexpr int W = decltype(width)::value;
+                        const Pack<T, W> xs = load_pack<W>(in + i);
+                        Pack<T, W> ys;
+#pragma unroll
+                        for (int k = 0; k < W; ++k) {
+                            ys.val[k] = from_float<T>(f(i + k, to_float(xs.val[k])));
+                        }
+                        store_pack<W>(out + i, ys);
+                    });
+}
+
 }  // namespace gt

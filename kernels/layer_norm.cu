@@ -56,18 +56,7 @@ __device__ void layer_norm_forward(const T* x, const float* w, const float* b, T
             mean_out[row] = mean;
             rstd_out[row] = rstd;
         }
-        gt::visit_packed<T>(cols, threadIdx.x, blockDim.x, gt::elements_to_alignment(in), gt::same_alignment(in, out),
-                            [&](long long i, auto width) {
-                                constexpr int W = decltype(width)::value;
-                                const gt::Pack<T, W> xs = gt::load_pack<W>(in + i);
-                                gt::Pack<T, W> ys;
-#pragma unroll
-                                for (int k = 0; k < W; ++k) {
-                                    const float xhat = (gt::to_float(xs.val[k]) - mean) * rstd;
-                                    ys.val[k] = gt::from_float<T>(xhat * w[i + k] + b[i + k]);
-                                }
-                                gt::store_pack<W>(out + i, ys);
-                            });
+        gt::map_row(in, out, cols, [&](long long i, float v) { return (v - mean) * rstd * w[i] + b[i]; });
     }
 }
 

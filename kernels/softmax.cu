@@ -50,22 +50,6 @@ __device__ __forceinline__ float2 row_max_sum(const T* row, int cols) {
     return gt::block_allreduce(acc, MaxSumCombine{});
 }
 
-// out[i] = f(i, in[i]) over one row, by the whole block.
-template <typename T, typename F>
-__device__ __forceinline__ void map_row(const T* in, T* out, int cols, F f) {
-    gt::visit_packed<T>(cols, threadIdx.x, blockDim.x, gt::elements_to_alignment(in), gt::same_alignment(in, out),
-                        [&](long long i, auto width) {
-                            constexpr int W = decltype(width)::value;
-                            const gt::Pack<T, W> xs = gt::load_pack<W>(in + i);
-                            gt::Pack<T, W> ys;
-#pragma unroll
-                            for (int k = 0; k < W; ++k) {
-                                ys.val[k] = gt::from_float<T>(f(i + k, gt::to_float(xs.val[k])));
-                            }
-                            gt::store_pack<W>(out + i, ys);
-                        });
-}
-
 template <typename T, bool LOG>
 __device__ void softmax_rows(const T* x, T* y, long long rows, int cols) {
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -74,7 +58,7 @@ __device__ void softmax_rows(const T* x, T* y, long long rows, int cols) {
         const float max = max_sum.x;
         const float log_sum = logf(max_sum.y);
         const float inv_sum = 1.f / max_sum.y;
-        map_row(in, y + row * cols, cols, [&](long long, float v) {
+        gt::map_row(in, y + row * cols, cols, [&](long long, float v) {
             return LOG ? (v - max) - log_sum : expf(v - max) * inv_sum;
         });
     }
@@ -97,7 +81,7 @@ __device__ void softmax_cross_entropy(const T* logits, const long long* targets,
             loss[row] = ignored ? 0.f : valid ? log_sum_exp - gt::to_float(in[target]) : gt::quiet_nan();
         }
         const float scale = loss_grad[row * loss_grad_stride];
-        map_row(in, grad + row * cols, cols, [&](long long i, float v) {
+        gt::map_row(in, grad + row * cols, cols, [&](long long i, float v) {
             if (ignored) return 0.f;
             if (!valid) return gt::quiet_nan();
             return (expf(v - max) * inv_sum - (i == target ? 1.f : 0.f)) * scale;
