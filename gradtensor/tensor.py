@@ -19,7 +19,7 @@ class Tensor:
         "grad_fn",  # the Function node that made this tensor, None for leaves
         "_output_nr",  # which output of grad_fn this is
         "_version",  # one-element list shared with detached aliases; bumped by in-place writes
-        "_accumulator",  # weakref to this leaf's AccumulateGrad node
+        "_accumulator",  # this leaf's AccumulateGrad node (made on first use, kept for every graph after)
         "_hooks",  # gradient hooks of a leaf
         "__weakref__",
     )
@@ -155,10 +155,9 @@ class Tensor:
 
     def _get_accumulator(self):
         """The AccumulateGrad node of this leaf, shared by every op that uses it."""
-        acc = self._accumulator() if self._accumulator is not None else None
+        acc = self._accumulator
         if acc is None:
-            acc = AccumulateGrad(self)
-            self._accumulator = weakref.ref(acc)
+            acc = self._accumulator = AccumulateGrad(self)
         return acc
 
     # --- conversion -------------------------------------------------------------------
@@ -261,14 +260,20 @@ class Tensor:
 class AccumulateGrad:
     """The node that ends every path at a leaf: backward adds the incoming gradient to leaf.grad.
 
-    The leaf refers to it only weakly (the graph holds it), so no leaf <-> node cycle outlives the graph.
+    The leaf keeps its node for every graph it enters (one node per leaf, not one per graph); the node
+    refers to the leaf weakly, so no leaf <-> node cycle keeps either alive. A graph that outlives
+    its leaf has nowhere to put that gradient, and nobody to read it: `variable` is then None.
     """
 
-    __slots__ = ("variable", "next_edges", "__weakref__")
+    __slots__ = ("_variable", "next_edges", "__weakref__")
 
     def __init__(self, variable):
-        self.variable = variable
+        self._variable = weakref.ref(variable)
         self.next_edges = ()
+
+    @property
+    def variable(self):
+        return self._variable()
 
     def name(self):
         return "AccumulateGrad"

@@ -505,8 +505,33 @@ def test_no_reference_cycles_keep_a_graph_alive(run_backward):
             out.backward()
         del mid, out
         assert all(r() is None for r in refs)  # freed by reference counting alone
+        leaf_ref, node_ref = weakref.ref(x), weakref.ref(x._get_accumulator())
+        del x
+        assert leaf_ref() is None and node_ref() is None  # the leaf and its AccumulateGrad node too
     finally:
         gc.enable()
+
+
+def test_a_leaf_keeps_one_accumulate_node_across_graphs():
+    x = leaf([1.0, 2.0])
+    first = (x * x).sum()
+    second = (x * 3.0).sum()
+    assert first.grad_fn.next_edges[0][0].next_edges[0][0] is x._get_accumulator()
+    assert second.grad_fn.next_edges[0][0].next_edges[0][0] is x._get_accumulator()
+    first.backward()
+    second.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0 + 3.0, 4.0 + 3.0])
+
+
+def test_graph_that_outlives_its_leaf_still_runs_backward():
+    x = leaf([1.0, 2.0])
+    y = leaf([3.0, 4.0])
+    out = (x + 2.0 * y).sum()  # add saves nothing: the graph holds x only through its node, weakly
+    x_ref = weakref.ref(x)
+    del x
+    assert x_ref() is None  # nobody can read x.grad any more; y's gradient still arrives
+    out.backward()
+    np.testing.assert_allclose(y.grad.numpy(), [2.0, 2.0])
 
 
 def test_leaf_grads_own_their_memory():

@@ -70,13 +70,14 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             node = ready.pop()
             grads = buffers.pop(node, None)
             if type(node) is AccumulateGrad:
-                if grads is not None and grads[0] is not None:
-                    g = _run_hooks(node.variable._hooks, grads[0])
+                leaf = node.variable
+                if leaf is not None and grads is not None and grads[0] is not None:
+                    g = _run_hooks(leaf._hooks, grads[0])
                     if targets is not None:
                         for i in targets.get((node, 0), ()):
                             captured[i] = g
                     else:
-                        _accumulate(node.variable, g, create_graph, borrowed)
+                        _accumulate(leaf, g, create_graph, borrowed)
                 continue
 
             if grads is not None and node._hooks:

@@ -98,7 +98,6 @@ class Function:
                     edges.append((fn, a._output_nr))
                 else:
                     acc = a._accumulator
-                    acc = acc() if acc is not None else None
                     edges.append((acc if acc is not None else a._get_accumulator(), 0))
                 data = a.data
                 meta.append((data.shape, data.dtype))

@@ -22,8 +22,9 @@ def leaves(*outputs):
     found = {}
     for node in nodes(*outputs):
         for edge in node.next_edges:
-            if edge is not None and type(edge[0]) is AccumulateGrad:
-                found[id(edge[0].variable)] = edge[0].variable
+            leaf = edge[0].variable if edge is not None and type(edge[0]) is AccumulateGrad else None
+            if leaf is not None:
+                found[id(leaf)] = leaf
     return list(found.values())
 
 
