@@ -131,22 +131,23 @@ def bias_act_backward(dy, x, b, act, bias_grad=True):
 # --- softmax family ------------------------------------------------------------------------------
 
 
+def _softmax_family(x, log):
+    op = "log_softmax" if log else "softmax"
+    _check_at_least_1d(op, x)
+    _check_float(op, x=x)
+    if _on_kernels(x):
+        return _launcher.softmax(x, log=log)
+    return (reference.log_softmax if log else reference.softmax)(x)
+
+
 def softmax(x):
     """Softmax over the last axis (numerically stable; fp32 arithmetic for float16)."""
-    _check_at_least_1d("softmax", x)
-    _check_float("softmax", x=x)
-    if _on_kernels(x):
-        return _launcher.softmax(x, log=False)
-    return reference.softmax(x)
+    return _softmax_family(x, log=False)
 
 
 def log_softmax(x):
     """Log-softmax over the last axis (numerically stable; fp32 arithmetic for float16)."""
-    _check_at_least_1d("log_softmax", x)
-    _check_float("log_softmax", x=x)
-    if _on_kernels(x):
-        return _launcher.softmax(x, log=True)
-    return reference.log_softmax(x)
+    return _softmax_family(x, log=True)
 
 
 def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None):
