@@ -73,31 +73,37 @@ def bias_act_backward(dy, x, b, act):
     return dx, db.astype(b.dtype, copy=False)
 
 
-def _max_and_sum_exp(z):
-    """Row max m (keepdims) and sum(exp(z - m)) (keepdims) over the last axis."""
+def _max_and_sum_exp(z, axis=-1):
+    """Max m and sum(exp(z - m)) over axis (both keepdims), and exp(z - m)."""
     xp = backend.xp(z)
-    m = z.max(axis=-1, keepdims=True)
+    m = z.max(axis=axis, keepdims=True)
     e = xp.exp(z - m)
-    return m, e, e.sum(axis=-1, keepdims=True)
+    return m, e, e.sum(axis=axis, keepdims=True)
 
 
-def softmax(x):
-    """Softmax over the last axis, shifted by the row max so exp never overflows."""
+def softmax(x, axis=-1):
+    """Softmax over axis (the kernel's: the last), shifted by the max so exp never overflows."""
     xp = backend.xp(x)
-    if x.shape[-1] == 0:
+    if x.shape[axis] == 0:
         return xp.empty_like(x)
-    _, e, s = _max_and_sum_exp(_widen(x))
+    _, e, s = _max_and_sum_exp(_widen(x), axis)
     return (e / s).astype(x.dtype, copy=False)
 
 
-def log_softmax(x):
-    """x - logsumexp(x) over the last axis."""
-    xp = backend.xp(x)
-    if x.shape[-1] == 0:
-        return xp.empty_like(x)
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) over axis (the kernel's: the last)."""
+    if x.shape[axis] == 0:
+        return backend.xp(x).empty_like(x)
+    return log_softmax_and_lse(x, axis)[0]
+
+
+def log_softmax_and_lse(x, axis=-1):
+    """(log_softmax(x), the log-sum-exp it subtracted, kept with keepdims in the compute dtype); the
+    axis must not be empty."""
     z = _widen(x)
-    m, _, s = _max_and_sum_exp(z)
-    return ((z - m) - xp.log(s)).astype(x.dtype, copy=False)
+    m, _, s = _max_and_sum_exp(z, axis)
+    log_s = backend.xp(x).log(s)
+    return ((z - m) - log_s).astype(x.dtype, copy=False), m + log_s
 
 
 def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None):

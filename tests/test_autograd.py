@@ -572,13 +572,8 @@ class Cube(Function):
         return g * 3.0 * x * x
 
 
-class WrongCube(Function):
+class WrongCube(Cube):
     """Cube with a backward that is 10% off at element 1 and 50% off at element 2."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.data ** 3
 
     @staticmethod
     def backward(ctx, g):

@@ -20,7 +20,7 @@ def _inputs(arrays):
     return ours, theirs
 
 
-def compare(ours_fn, torch_fn, *arrays, seed=0, atol=1e-10, rtol=1e-7):
+def assert_matches_torch(ours_fn, torch_fn, *arrays, seed=0, atol=1e-10, rtol=1e-7):
     """Same outputs, and the same input gradients for one random upstream gradient."""
     ours, theirs = _inputs(arrays)
     out, expected = ours_fn(*ours), torch_fn(*theirs)
@@ -61,15 +61,15 @@ ACTIVATIONS = [
 def test_activations(name, ours, theirs):
     x = rand(3, 4)
     x[0, :3] = [0.0, 30.0, -30.0]  # a kink and saturated values
-    compare(ours, theirs, x)
+    assert_matches_torch(ours, theirs, x)
 
 
 # --- linear, conv, pooling ----------------------------------------------------------------
 
 
 def test_linear():
-    compare(F.linear, TF.linear, rand(2, 3, 4), rand(5, 4, seed=1), rand(5, seed=2))
-    compare(F.linear, TF.linear, rand(4), rand(5, 4, seed=1))
+    assert_matches_torch(F.linear, TF.linear, rand(2, 3, 4), rand(5, 4, seed=1), rand(5, seed=2))
+    assert_matches_torch(F.linear, TF.linear, rand(4), rand(5, 4, seed=1))
 
 
 CONV2D = [
@@ -91,7 +91,7 @@ CONV2D = [
 def test_conv2d(kw, kernel):
     groups = kw.get("groups", 1)
     x, w, b = rand(2, 4, 7, 6), rand(6, 4 // groups, *kernel, seed=1), rand(6, seed=2)
-    compare(lambda x, w, b: F.conv2d(x, w, b, **kw), lambda x, w, b: TF.conv2d(x, w, b, **kw), x, w, b)
+    assert_matches_torch(lambda x, w, b: F.conv2d(x, w, b, **kw), lambda x, w, b: TF.conv2d(x, w, b, **kw), x, w, b)
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(dilation=2, groups=3), dict(padding="same")],
@@ -99,11 +99,11 @@ def test_conv2d(kw, kernel):
 def test_conv1d(kw):
     groups = kw.get("groups", 1)
     x, w = rand(2, 3, 9), rand(6, 3 // groups, 4, seed=1)
-    compare(lambda x, w: F.conv1d(x, w, **kw), lambda x, w: TF.conv1d(x, w, **kw), x, w)
+    assert_matches_torch(lambda x, w: F.conv1d(x, w, **kw), lambda x, w: TF.conv1d(x, w, **kw), x, w)
 
 
 def test_conv2d_unbatched():
-    compare(F.conv2d, TF.conv2d, rand(2, 5, 5), rand(3, 2, 2, 2, seed=1))
+    assert_matches_torch(F.conv2d, TF.conv2d, rand(2, 5, 5), rand(3, 2, 2, 2, seed=1))
 
 
 POOL = [
@@ -118,7 +118,7 @@ POOL = [
 @pytest.mark.parametrize("kw", POOL + [dict(kernel_size=2, dilation=2), dict(kernel_size=3, dilation=2, padding=1)],
                          ids=str)
 def test_max_pool2d(kw):
-    compare(lambda x: F.max_pool2d(x, **kw), lambda x: TF.max_pool2d(x, **kw), rand(2, 3, 7, 6))
+    assert_matches_torch(lambda x: F.max_pool2d(x, **kw), lambda x: TF.max_pool2d(x, **kw), rand(2, 3, 7, 6))
 
 
 def test_max_pool2d_indices_and_ties():
@@ -128,33 +128,33 @@ def test_max_pool2d_indices_and_ties():
     t_out, t_idx = TF.max_pool2d(torch.tensor(x), 3, stride=1, padding=1, return_indices=True)
     np.testing.assert_array_equal(idx.numpy(), t_idx.numpy())
     assert idx.dtype == gt.int64
-    compare(lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), x)
+    assert_matches_torch(lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), x)
 
 
 @pytest.mark.parametrize("include_pad", [True, False])
 @pytest.mark.parametrize("kw", POOL, ids=str)
 def test_avg_pool2d(kw, include_pad):
-    compare(lambda x: F.avg_pool2d(x, count_include_pad=include_pad, **kw),
+    assert_matches_torch(lambda x: F.avg_pool2d(x, count_include_pad=include_pad, **kw),
             lambda x: TF.avg_pool2d(x, count_include_pad=include_pad, **kw), rand(2, 3, 7, 6))
 
 
 def test_avg_pool2d_divisor_override():
-    compare(lambda x: F.avg_pool2d(x, 2, divisor_override=3), lambda x: TF.avg_pool2d(x, 2, divisor_override=3),
+    assert_matches_torch(lambda x: F.avg_pool2d(x, 2, divisor_override=3), lambda x: TF.avg_pool2d(x, 2, divisor_override=3),
             rand(1, 2, 4, 5))
 
 
 @pytest.mark.parametrize("size", [1, (2, 3), (3, None), (5, 4), 7])
 def test_adaptive_avg_pool2d(size):
-    compare(lambda x: F.adaptive_avg_pool2d(x, size), lambda x: TF.adaptive_avg_pool2d(x, size), rand(2, 3, 7, 5))
+    assert_matches_torch(lambda x: F.adaptive_avg_pool2d(x, size), lambda x: TF.adaptive_avg_pool2d(x, size), rand(2, 3, 7, 5))
 
 
 # --- normalization ------------------------------------------------------------------------
 
 
 def test_layer_norm():
-    compare(lambda x, w, b: F.layer_norm(x, (3, 4), w, b), lambda x, w, b: TF.layer_norm(x, (3, 4), w, b),
+    assert_matches_torch(lambda x, w, b: F.layer_norm(x, (3, 4), w, b), lambda x, w, b: TF.layer_norm(x, (3, 4), w, b),
             rand(2, 3, 4), rand(3, 4, seed=1), rand(3, 4, seed=2))
-    compare(lambda x: F.layer_norm(x, 4, eps=1e-3), lambda x: TF.layer_norm(x, (4,), eps=1e-3), rand(5, 4))
+    assert_matches_torch(lambda x: F.layer_norm(x, 4, eps=1e-3), lambda x: TF.layer_norm(x, (4,), eps=1e-3), rand(5, 4))
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 2, 2)])
@@ -163,7 +163,7 @@ def test_batch_norm(shape, training):
     stats = [rand(3, seed=3), rand(3, seed=4, low=0.5)]
     ours_stats = [gt.tensor(s) for s in stats]
     theirs_stats = [torch.tensor(s) for s in stats]
-    compare(lambda x, w, b: F.batch_norm(x, *ours_stats, w, b, training=training, momentum=0.3),
+    assert_matches_torch(lambda x, w, b: F.batch_norm(x, *ours_stats, w, b, training=training, momentum=0.3),
             lambda x, w, b: TF.batch_norm(x, *theirs_stats, w, b, training=training, momentum=0.3),
             rand(*shape), rand(3, seed=1), rand(3, seed=2))
     for a, b in zip(ours_stats, theirs_stats):
@@ -177,7 +177,7 @@ def test_batch_norm(shape, training):
                                 dict(padding_idx=-1, scale_grad_by_freq=True)], ids=str)
 def test_embedding(kw):
     idx = np.array([[1, 3, 1], [0, 4, 1]])
-    compare(lambda w: F.embedding(gt.tensor(idx), w, **kw), lambda w: TF.embedding(torch.tensor(idx), w, **kw),
+    assert_matches_torch(lambda w: F.embedding(gt.tensor(idx), w, **kw), lambda w: TF.embedding(torch.tensor(idx), w, **kw),
             rand(5, 3))
 
 
@@ -207,7 +207,7 @@ def _sdpa(**kw):
 
 @pytest.mark.parametrize("kw", [dict(), dict(is_causal=True), dict(scale=0.3)], ids=str)
 def test_attention(kw):
-    compare(*_sdpa(**kw), rand(2, 3, 4, 5), rand(2, 3, 6, 5, seed=1), rand(2, 3, 6, 2, seed=2))
+    assert_matches_torch(*_sdpa(**kw), rand(2, 3, 4, 5), rand(2, 3, 6, 5, seed=1), rand(2, 3, 6, 2, seed=2))
 
 
 def test_attention_masks():
@@ -216,14 +216,14 @@ def test_attention_masks():
     float_mask = rand(3, 4, 6, seed=4)
     q, k, v = rand(2, 3, 4, 5), rand(2, 3, 6, 5, seed=1), rand(2, 3, 6, 2, seed=2)
     ours, theirs = _sdpa(attn_mask=gt.tensor(bool_mask))
-    compare(ours, lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(bool_mask)),
+    assert_matches_torch(ours, lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(bool_mask)),
             q, k, v)
-    compare(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+    assert_matches_torch(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
             lambda q, k, v, m: TF.scaled_dot_product_attention(q, k, v, attn_mask=m), q, k, v, float_mask)
 
 
 def test_attention_gqa():
-    compare(*_sdpa(enable_gqa=True), rand(1, 4, 3, 2), rand(1, 2, 5, 2, seed=1), rand(1, 2, 5, 3, seed=2))
+    assert_matches_torch(*_sdpa(enable_gqa=True), rand(1, 4, 3, 2), rand(1, 2, 5, 2, seed=1), rand(1, 2, 5, 3, seed=2))
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -236,28 +236,28 @@ REDUCTIONS = ["mean", "sum", "none"]
 def test_regression_losses(name, reduction):
     ours, theirs = getattr(F, name), getattr(TF, name)
     x, y, w = rand(3, 4), rand(3, 4, seed=1), rand(3, 4, seed=2, low=0.1)
-    compare(lambda x, y: ours(x, y, reduction=reduction), lambda x, y: theirs(x, y, reduction=reduction), x, y)
-    compare(lambda x, y, w: ours(x, y, reduction=reduction, weight=w),
+    assert_matches_torch(lambda x, y: ours(x, y, reduction=reduction), lambda x, y: theirs(x, y, reduction=reduction), x, y)
+    assert_matches_torch(lambda x, y, w: ours(x, y, reduction=reduction, weight=w),
             lambda x, y, w: theirs(x, y, reduction=reduction, weight=w), x, y, w)
 
 
 def test_huber_delta():
-    compare(lambda x, y: F.huber_loss(x, y, delta=0.5), lambda x, y: TF.huber_loss(x, y, delta=0.5),
+    assert_matches_torch(lambda x, y: F.huber_loss(x, y, delta=0.5), lambda x, y: TF.huber_loss(x, y, delta=0.5),
             rand(3, 4), rand(3, 4, seed=1))
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_cross_entropy(reduction):
     p, y, w = rand(3, 4, low=0.05, high=0.95), rand(3, 4, seed=1, low=0, high=1), rand(4, seed=2, low=0.1)
-    compare(lambda p, y: F.binary_cross_entropy(p, y, reduction=reduction),
+    assert_matches_torch(lambda p, y: F.binary_cross_entropy(p, y, reduction=reduction),
             lambda p, y: TF.binary_cross_entropy(p, y, reduction=reduction), p, y)
-    compare(lambda p: F.binary_cross_entropy(p, gt.tensor(y), gt.tensor(w), reduction=reduction),
+    assert_matches_torch(lambda p: F.binary_cross_entropy(p, gt.tensor(y), gt.tensor(w), reduction=reduction),
             lambda p: TF.binary_cross_entropy(p, torch.tensor(y), torch.tensor(w), reduction=reduction), p)
 
 
 def test_binary_cross_entropy_at_zero_and_one():
     p, y = np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0, 0.0])
-    compare(lambda p: F.binary_cross_entropy(p, gt.tensor(y)),
+    assert_matches_torch(lambda p: F.binary_cross_entropy(p, gt.tensor(y)),
             lambda p: TF.binary_cross_entropy(p, torch.tensor(y)), p, rtol=1e-6)
 
 
@@ -265,12 +265,12 @@ def test_binary_cross_entropy_at_zero_and_one():
 def test_binary_cross_entropy_with_logits(reduction):
     x, y = rand(3, 4) * 5, rand(3, 4, seed=1, low=0, high=1)
     w, pw = rand(3, 4, seed=2, low=0.1), rand(4, seed=3, low=0.1)
-    compare(lambda x, y: F.binary_cross_entropy_with_logits(x, y, gt.tensor(w), reduction=reduction,
+    assert_matches_torch(lambda x, y: F.binary_cross_entropy_with_logits(x, y, gt.tensor(w), reduction=reduction,
                                                             pos_weight=gt.tensor(pw)),
             lambda x, y: TF.binary_cross_entropy_with_logits(x, y, torch.tensor(w), reduction=reduction,
                                                              pos_weight=torch.tensor(pw)),
             x, y)
-    compare(lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction=reduction),
+    assert_matches_torch(lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction=reduction),
             lambda x, y: TF.binary_cross_entropy_with_logits(x, y, reduction=reduction), x, y)
 
 
@@ -300,10 +300,10 @@ def test_cross_entropy_indices(kw, shape):
     target_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
     target = np.random.default_rng(1).integers(0, 5, target_shape)
     ours_kw, theirs_kw = _with_weight(kw, gt), _with_weight(kw, torch)
-    compare(lambda x: F.cross_entropy(x, gt.tensor(target), **ours_kw),
+    assert_matches_torch(lambda x: F.cross_entropy(x, gt.tensor(target), **ours_kw),
             lambda x: TF.cross_entropy(x, torch.tensor(target), **theirs_kw), rand(*shape))
     if "label_smoothing" not in kw:
-        compare(lambda x: F.nll_loss(x, gt.tensor(target), **ours_kw),
+        assert_matches_torch(lambda x: F.nll_loss(x, gt.tensor(target), **ours_kw),
                 lambda x: TF.nll_loss(x, torch.tensor(target), **theirs_kw), rand(*shape))
 
 
@@ -313,7 +313,7 @@ def test_cross_entropy_indices(kw, shape):
 def test_cross_entropy_probabilities(kw, shape):
     target = rand(*shape, seed=1, low=0, high=1)
     target = target / target.sum(axis=1, keepdims=True)
-    compare(lambda x, t: F.cross_entropy(x, t, **_with_weight(kw, gt)),
+    assert_matches_torch(lambda x, t: F.cross_entropy(x, t, **_with_weight(kw, gt)),
             lambda x, t: TF.cross_entropy(x, t, **_with_weight(kw, torch)), rand(*shape), target)
 
 
@@ -324,7 +324,7 @@ def test_kl_div(reduction, log_target):
     t = rand(3, 4, seed=1, low=0.1, high=1)
     if log_target:
         t = np.log(t)
-    compare(lambda x, t: F.kl_div(x, t, reduction=reduction, log_target=log_target),
+    assert_matches_torch(lambda x, t: F.kl_div(x, t, reduction=reduction, log_target=log_target),
             lambda x, t: TF.kl_div(x, t, reduction=reduction, log_target=log_target), x, t)
 
 
@@ -332,5 +332,5 @@ def test_kl_div_zero_target():
     """A zero target probability contributes nothing (0 log 0 = 0)."""
     x, t = np.log(rand(2, 3, low=0.1, high=1)), rand(2, 3, seed=1, low=0, high=1)
     t[0, 0] = 0.0
-    compare(lambda x: F.kl_div(x, gt.tensor(t), reduction="sum"),
+    assert_matches_torch(lambda x: F.kl_div(x, gt.tensor(t), reduction="sum"),
             lambda x: TF.kl_div(x, torch.tensor(t), reduction="sum"), x)

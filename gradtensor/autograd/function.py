@@ -47,45 +47,23 @@ class Function:
         prev = state.grad_enabled
         if not prev and not state.anomaly and state.observer is None:  # nothing recorded (backward): lean path
             ctx.needs_input_grad = _NO_GRADS.get(len(args)) or [False] * len(args)
-            try:
-                out = cls.forward(ctx, *args, **kwargs)
-            except Exception:
-                _raise_if_devices_differ(cls, args)
-                raise
-            if type(out) is not tuple:
-                if type(out) is not _ndarray:
-                    out = _as_array(out)
-                return Tensor(out, version=_shared_version(out, args))
-            return tuple(Tensor(o if type(o) is _ndarray else _as_array(o), version=_shared_version(o, args))
-                         for o in out)
+            return _untracked(_run_forward(cls, ctx, args, kwargs), args)
         needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
         ctx.needs_input_grad = needs
         state.grad_enabled = False
         try:
-            out = cls.forward(ctx, *args, **kwargs)
-        except Exception:
-            _raise_if_devices_differ(cls, args)  # a clearer message than the array library's
-            raise
+            out = _run_forward(cls, ctx, args, kwargs)
         finally:
             state.grad_enabled = prev
-
-        single = type(out) is not tuple
-        if single:
-            if type(out) is not _ndarray:
-                out = _as_array(out)
-            outs = (out,)
-        else:
-            outs = tuple(o if type(o) is _ndarray else _as_array(o) for o in out)
         if state.anomaly:
-            _check_finite(outs, f"{cls.op_name()} (forward)")
+            _check_finite((out,) if type(out) is not tuple else out, f"{cls.op_name()} (forward)")
 
         if state.observer is not None and True in needs:
             state.observer(args, needs)
         if not (prev and True in needs):
-            if single:
-                return Tensor(out, version=_shared_version(out, args))
-            return tuple(Tensor(o, version=_shared_version(o, args)) for o in outs)
-        return ctx._record(args, needs, outs, single)
+            return _untracked(out, args)
+        single = type(out) is not tuple
+        return ctx._record(args, needs, (out,) if single else out, single)
 
     def _record(self, args, needs, outs, single):
         """Link this node into the tape: edges to the inputs' nodes, outputs that point back here."""
@@ -188,6 +166,25 @@ class Function:
 _ndarray = np.ndarray
 _new = object.__new__
 _NO_GRADS = {n: (False,) * n for n in range(1, 9)}  # shared needs_input_grad of unrecorded calls
+
+
+def _run_forward(cls, ctx, args, kwargs):
+    """cls.forward's result as an array, or a tuple of arrays."""
+    try:
+        out = cls.forward(ctx, *args, **kwargs)
+    except Exception:
+        _raise_if_devices_differ(cls, args)  # a clearer message than the array library's
+        raise
+    if type(out) is not tuple:
+        return out if type(out) is _ndarray else _as_array(out)
+    return tuple(o if type(o) is _ndarray else _as_array(o) for o in out)
+
+
+def _untracked(out, args):
+    """Tensors off the tape for forward's array(s)."""
+    if type(out) is not tuple:
+        return Tensor(out, version=_shared_version(out, args))
+    return tuple(Tensor(o, version=_shared_version(o, args)) for o in out)
 
 
 def _shared_version(out, args):

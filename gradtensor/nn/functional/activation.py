@@ -1,12 +1,12 @@
 """Activations, softmax and log_softmax.
 
 On the GPU (float16/float32, see gradtensor.fused.available_for) softmax and log_softmax over the
-last axis run one kernel each; elsewhere the array formulas below, which the kernels are tested
-against. Backward passes are Tensor ops either way.
+last axis run one kernel each; elsewhere the kernels' array references (gradtensor.fused_reference,
+float16 computed in float32). Backward passes are Tensor ops either way.
 """
 import math
 
-from ... import backend, fused, ops
+from ... import backend, fused, fused_reference, ops
 from ...autograd.engine import grad as autograd_grad
 from ...autograd.function import Function
 from ...autograd.grad_mode import enable_grad, state
@@ -198,23 +198,13 @@ def _on_last_axis_kernel(a, axis):
     return axis == a.ndim - 1 and fused.available_for(a)
 
 
-def log_softmax_array(a, axis):
-    """log_softmax of a raw array, and the log-sum-exp it subtracted (kept with keepdims)."""
-    mod = backend.xp(a)
-    top = a.max(axis=axis, keepdims=True)
-    lse = top + mod.log(mod.exp(a - top).sum(axis=axis, keepdims=True))
-    return a - lse, lse
-
-
 class _Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         ctx.axis = axis
         if _on_last_axis_kernel(x.data, axis):
             return ctx.save_output(fused.softmax(x.data))
-        e = backend.xp(x.data).exp(x.data - x.data.max(axis=axis, keepdims=True))
-        e /= e.sum(axis=axis, keepdims=True)
-        return ctx.save_output(e)
+        return ctx.save_output(fused_reference.softmax(x.data, axis))
 
     @staticmethod
     def backward(ctx, g):
@@ -229,7 +219,7 @@ class _LogSoftmax(Function):
         ctx.axis = axis
         if _on_last_axis_kernel(x.data, axis):
             return ctx.save_output(fused.log_softmax(x.data))
-        return ctx.save_output(log_softmax_array(x.data, axis)[0])
+        return ctx.save_output(fused_reference.log_softmax(x.data, axis))
 
     @staticmethod
     def backward(ctx, g):

@@ -9,12 +9,12 @@ one pass over the logits, no dense target.
 import math
 import warnings
 
-from ... import backend, fused, ops
+from ... import backend, fused, fused_reference, ops
 from ...autograd.function import Function
 from ...autograd.grad_mode import state
 from ...tensor import Tensor
 from ._util import broadcast_shape, check_floating, check_reduction, check_tensor, legacy_reduction, reduce_loss
-from .activation import log_softmax, log_softmax_array, stable_softplus
+from .activation import log_softmax, stable_softplus
 from ...ops._autocast import autocast_op
 
 
@@ -156,7 +156,7 @@ class _SoftmaxCrossEntropy(Function):
     def forward(ctx, logits, q, axis):
         ctx.axis = axis
         ctx.save_for_backward(logits, q)
-        log_probs, ctx.lse = log_softmax_array(logits.data, axis)  # keep only the small log-sum-exp
+        log_probs, ctx.lse = fused_reference.log_softmax_and_lse(logits.data, axis)  # keep only the small lse
         mod = backend.xp(log_probs)
         # where q = 0 the log-probability does not count, even when it is -inf
         return -(q.data * mod.where(q.data == 0, 0, log_probs)).sum(axis=axis)
@@ -237,7 +237,7 @@ def _class_target(name, input, target, weight, ignore_index, label_smoothing):
     safe = mod.where(valid, labels, 0)
     class_weight = mod.ones(classes, dtype=input.dtype) if weight is None else weight.data.astype(input.dtype)
     sample_weight = class_weight[safe] * valid
-    q = (safe[..., None] == mod.arange(classes)) * ((1 - label_smoothing) * sample_weight[..., None])
+    q = _one_hot(labels, valid, classes, input.dtype) * ((1 - label_smoothing) * sample_weight[..., None])
     if label_smoothing:
         q = q + (label_smoothing / classes) * class_weight * valid[..., None]
     q = mod.moveaxis(q, -1, axis).astype(input.dtype)
