@@ -66,7 +66,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             scores = ops.where(attn_mask, scores, -math.inf)
         else:
             scores = scores + attn_mask.astype(scores.dtype)
-        probs = _masked_softmax(scores)
+        # a causal row always attends its own key, so only a user's mask can empty a row (finding out
+        # takes a pass over the scores and, on the GPU, a host read)
+        probs = softmax(scores, axis=-1) if is_causal else _masked_softmax(scores)
     if dropout_p > 0:
         probs = dropout(probs, dropout_p)
     return probs @ value
