@@ -20,6 +20,10 @@ try:  # bfloat16 on the CPU comes from ml_dtypes; CuPy understands the same dtyp
 except ImportError:  # pragma: no cover - depends on the environment
     bfloat16 = None
 
+# The half-width floats this installation has (bfloat16 needs ml_dtypes). Test membership here, not
+# against bfloat16 itself: when it is None, NumPy reads `dtype == None` as a comparison with float64.
+half_precision = (float16,) if bfloat16 is None else (float16, bfloat16)
+
 _default_float = float32
 
 

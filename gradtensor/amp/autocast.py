@@ -20,8 +20,7 @@ class autocast:
         dtype = dtypes.as_dtype(dtype) if dtype is not None else (
             dtypes.float16 if device_type == "cuda" else dtypes.bfloat16 or dtypes.float16
         )
-        # dtypes.bfloat16 is None without ml_dtypes, and NumPy reads None as float64: compare only real dtypes
-        if dtype not in [d for d in (dtypes.float16, dtypes.bfloat16) if d is not None]:
+        if dtype not in dtypes.half_precision:
             raise TypeError(f"autocast: dtype must be float16 or bfloat16, got {dtype}")
         self.device_type, self.dtype, self.enabled = device_type, dtype, bool(enabled)
 
