@@ -2,7 +2,8 @@
 
 `check_op(case)` runs, for one table row:
   1. forward in float64 against the NumPy reference;
-  2. gradcheck and gradgradcheck (float64 central differences);
+  2. gradcheck and gradgradcheck (float64 central differences), and the same gradients from the
+     unrecorded backward (formulas run on raw arrays where the op allows) and the recorded one;
   3. a float32 run: the output stays float32 and every gradient has its input's shape and dtype.
 `device` ("cpu" or "cuda") is where the inputs are made; the reference always runs on NumPy.
 """
@@ -69,10 +70,29 @@ def check_op(case, device="cpu"):
             np.testing.assert_allclose(o.numpy(), e, rtol=1e-7, atol=1e-10, err_msg=str(case))
 
     assert gradcheck(case.fn, tensors, atol=case.atol, rtol=case.rtol)
+    check_backward_paths_agree(case, tensors)
     if case.second_order:
         assert gradgradcheck(case.fn, tensors, atol=case.atol, rtol=case.rtol)
 
     check_float32(case, device)
+
+
+def check_backward_paths_agree(case, tensors):
+    """Gradients without create_graph (arrays through the engine) equal those with it (Tensors)."""
+    wrt = [t for t in tensors if t.requires_grad]
+    out = case.fn(*tensors)
+    outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if o.requires_grad]
+    if not wrt or not outs:
+        return
+    rng = np.random.default_rng(1)
+    seeds = [gt.tensor(rng.standard_normal(o.shape), device=o.device) for o in outs]
+    plain = gt.autograd.grad(outs, wrt, seeds, retain_graph=True, allow_unused=True)
+    recorded = gt.autograd.grad(outs, wrt, seeds, create_graph=True, allow_unused=True)
+    for i, (p, r) in enumerate(zip(plain, recorded)):
+        assert (p is None) == (r is None), f"{case}: input {i} has a gradient on one backward path only"
+        if p is not None:
+            assert p.dtype == r.dtype and p.shape == r.shape, f"{case}: input {i}: {p.dtype}{p.shape} vs {r.dtype}{r.shape}"
+            np.testing.assert_allclose(p.numpy(), r.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"{case}: input {i}")
 
 
 def check_float32(case, device="cpu"):

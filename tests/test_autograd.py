@@ -557,6 +557,48 @@ def test_leaf_grad_does_not_alias_the_gradient_passed_to_backward():
     assert not np.shares_memory(x.grad.data, seed.data)
 
 
+def test_gradients_summed_in_place_leave_the_seed_gradient_alone():
+    # the seed reaches x's slot twice through the adds (the same array each time); the engine sums into
+    # an array of its own, never into the caller's
+    x = leaf([1.0, 2.0])
+    seed = gt.tensor(np.array([1.0, 10.0]))
+    ((x + x) + x).backward(seed)
+    close(x.grad, [3.0, 30.0])
+    close(seed, [1.0, 10.0])
+
+
+def test_a_weight_used_at_every_step_gathers_the_sum_of_its_gradients():
+    w = leaf([[0.5, -0.2], [0.1, 0.3]])
+    h = gt.tensor(np.array([1.0, -1.0]))
+    states = []
+    for _ in range(5):
+        h = (w @ h).tanh()
+        states.append(h)
+    sum(s.sum() for s in states).backward()
+    expected = gt.autograd.grad(sum(s.sum() for s in _unrolled(w, 5)), w, create_graph=True)[0]
+    close(w.grad, expected.numpy())
+
+
+def _unrolled(w, steps):
+    h = gt.tensor(np.array([1.0, -1.0]))
+    for _ in range(steps):
+        h = (w @ h).tanh()
+        yield h
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["one_backward", "two_backwards"])
+def test_gradients_of_a_0d_leaf_are_arrays_an_optimizer_can_update(twice):
+    # NumPy sums 0-d arrays into scalars; a .grad must stay an array (optimizers write into it)
+    w = gt.tensor(2.0, requires_grad=True)
+    (w * 3.0 + w * 4.0).backward()
+    if twice:
+        (w * 1.0).backward()
+    assert isinstance(w.grad.data, np.ndarray)
+    close(w.grad, 8.0 if twice else 7.0)
+    gt.optim.SGD([w], lr=0.5, momentum=0.9).step()
+    close(w, 2.0 - 0.5 * (8.0 if twice else 7.0))
+
+
 # --- gradcheck ----------------------------------------------------------------------------------------------------
 
 

@@ -3,53 +3,63 @@
 Nodes run in reverse topological order (a node runs once every consumer of its outputs has
 handed it their gradient), so a 10,000-op chain needs no recursion, and a tensor used several
 times receives the sum of its gradients before its own node runs.
+
+Without create_graph nothing of the backward pass is recorded, so gradients travel as raw arrays,
+and a node whose formula allows it (`backward_on_arrays`) computes on them directly, without a
+Tensor per step; with create_graph they travel as Tensors, and the formulas are recorded for the
+next derivative.
 """
 from .. import backend
 from ..tensor import Tensor, _RetainGrad
-from .function import AccumulateGrad, _check_finite, _freed_error
+from .function import AccumulateGrad, _as_array, _check_finite, _freed_error, _ndarray
 from .grad_mode import state
 
 
 def _edge_of(tensor):
     if tensor.grad_fn is not None:
         return tensor.grad_fn, tensor._output_nr
-    return tensor._get_accumulator(), 0
+    acc = tensor._accumulator
+    return (acc if acc is not None else tensor._get_accumulator()), 0
 
 
-def _as_grad_tensor(grad, like, where):
-    if not isinstance(grad, Tensor):
-        grad = Tensor(backend.xp(like.data).asarray(grad, dtype=like.dtype))
-    if grad.shape != like.shape:
-        raise RuntimeError(f"{where}: grad has shape {grad.shape} but the output has shape {like.shape}")
-    if grad.dtype != like.dtype:
-        grad = grad.astype(like.dtype)
-    return grad
+def _root_grad(grad, like, where, as_tensor):
+    """The seed gradient of one output: ones when implied, else `grad` checked against the output."""
+    if grad is None:
+        if like.size != 1:
+            raise RuntimeError(
+                f"{where}: grad can be implied only for single-element outputs; pass grad_outputs for "
+                f"the output of shape {like.shape}"
+            )
+        data = backend.xp(like.data).ones_like(like.data)
+    else:
+        data = grad.data if isinstance(grad, Tensor) else backend.xp(like.data).asarray(grad, dtype=like.dtype)
+        if data.shape != like.shape:
+            raise RuntimeError(f"{where}: grad has shape {data.shape} but the output has shape {like.shape}")
+        if data.dtype != like.dtype:
+            data = data.astype(like.dtype)
+        elif as_tensor and isinstance(grad, Tensor):
+            return grad  # keeps its own graph: create_graph differentiates through it
+    return Tensor(data) if as_tensor else data
 
 
 def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None, allow_unused=False):
     """Backpropagate from `roots`. With `inputs`, return their gradients instead of filling .grad."""
     where = "backward" if inputs is None else "grad"
-    buffers = {}  # node -> [gradient per output]
+    buffers = {}  # node -> [gradient per output]: arrays, or Tensors under create_graph
+    summed = None if create_graph else set()  # see _add_to_buffer
     borrowed = set()  # ids of gradient arrays that other places may also hold
     start = []
     for t, g in zip(roots, root_grads):
         if not t.requires_grad:
             raise RuntimeError(f"{where}: output of shape {t.shape} does not require grad and has no grad_fn")
-        if g is None:
-            if t.size != 1:
-                raise RuntimeError(
-                    f"{where}: grad can be implied only for single-element outputs; pass grad_outputs for "
-                    f"the output of shape {t.shape}"
-                )
-            g = Tensor(backend.xp(t.data).ones_like(t.data))
-        else:
-            g = _as_grad_tensor(g, t, where)
-            borrowed.add(id(_owner(g.data)))
+        seed = _root_grad(g, t, where, create_graph)
+        if g is not None:
+            borrowed.add(id(_owner(_array(seed))))
         node, nr = _edge_of(t)
-        _add_to_buffer(buffers, node, nr, g)
+        _add_to_buffer(buffers, node, nr, seed)
         start.append(node)
 
-    deps, order = _dependencies(start)
+    deps = _dependencies(start)
 
     targets = None
     needed = None
@@ -59,20 +69,22 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             if not t.requires_grad:
                 raise RuntimeError(f"grad: input {i} (shape {t.shape}) does not require grad")
             targets.setdefault(_edge_of(t), []).append(i)
-        needed = _needed(order, {node for node, _ in targets})
+        needed = _needed(deps, start, {node for node, _ in targets})
         captured = [None] * len(inputs)
 
     prev_mode = state.grad_enabled
     state.grad_enabled = create_graph
     try:
-        ready = [node for node in dict.fromkeys(start) if deps.get(node, 0) == 0]
+        ready = [node for node in dict.fromkeys(start) if node not in deps]
         while ready:
             node = ready.pop()
             grads = buffers.pop(node, None)
             if type(node) is AccumulateGrad:
                 leaf = node.variable
                 if leaf is not None and grads is not None and grads[0] is not None:
-                    g = _run_hooks(leaf._hooks, grads[0])
+                    g = grads[0]
+                    if leaf._hooks:
+                        g = _run_hooks(leaf._hooks, g, create_graph)
                     if targets is not None:
                         for i in targets.get((node, 0), ()):
                             captured[i] = g
@@ -80,24 +92,26 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                         _accumulate(leaf, g, create_graph, borrowed)
                 continue
 
-            if grads is not None and node._hooks:
-                for nr, hooks in node._hooks.items():
-                    if grads[nr] is not None:
-                        grads[nr] = _run_hooks(hooks, grads[nr])
-            if targets is not None and grads is not None:
-                for nr, g in enumerate(grads):
-                    for i in targets.get((node, nr), ()):
-                        captured[i] = g
-
-            if grads is not None and (needed is None or node in needed):
-                _run_node(node, grads, buffers, borrowed)
-                if not retain_graph:
-                    node._release()
+            if grads is not None:
+                if node._hooks:
+                    for nr, hooks in node._hooks.items():
+                        if grads[nr] is not None:
+                            grads[nr] = _run_hooks(hooks, grads[nr], create_graph)
+                if targets is not None:
+                    for nr, g in enumerate(grads):
+                        for i in targets.get((node, nr), ()):
+                            captured[i] = g
+                if needed is None or node in needed:
+                    _run_node(node, grads, buffers, borrowed, summed)
+                    if not retain_graph:
+                        node._release()
             for edge in node.next_edges:
                 if edge is not None:
                     child = edge[0]
-                    deps[child] -= 1
-                    if deps[child] == 0:
+                    left = deps[child] - 1
+                    if left:
+                        deps[child] = left
+                    else:
                         ready.append(child)
     finally:
         state.grad_enabled = prev_mode
@@ -105,31 +119,55 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     if inputs is None:
         return None
     for i, g in enumerate(captured):
-        if g is None and not allow_unused:
-            raise RuntimeError(
-                f"grad: input {i} (shape {inputs[i].shape}) was not used to compute the outputs; "
-                "pass allow_unused=True to get None for it"
-            )
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    f"grad: input {i} (shape {inputs[i].shape}) was not used to compute the outputs; "
+                    "pass allow_unused=True to get None for it"
+                )
+        elif not create_graph:
+            captured[i] = Tensor(g)
     return tuple(captured)
 
 
-def _run_node(node, grads, buffers, borrowed):
+def _call_backward(node, grads, create_graph):
+    """The node's input gradients: Tensors with create_graph, else arrays (the formula run on arrays
+    when the node allows it, else on Tensors, unrecorded)."""
+    fn = type(node)
+    if create_graph:
+        return fn.backward(node, *grads)
+    if fn.backward_on_arrays:
+        state.backward_on_arrays = True
+        try:
+            out = fn.backward(node, *grads)
+        finally:
+            state.backward_on_arrays = False
+    else:
+        out = fn.backward(node, *[None if g is None else Tensor(g) for g in grads])
+    if type(out) is not tuple:
+        return out if out is None or type(out) is _ndarray else _as_array(out)
+    return tuple(g if g is None or type(g) is _ndarray else _as_array(g) for g in out)
+
+
+def _run_node(node, grads, buffers, borrowed, summed):
     """Call node's backward and route each input gradient to the node that produced that input."""
+    create_graph = summed is None
     if node._output_meta is not None:  # several outputs: unused ones get zero gradients
         for i, g in enumerate(grads):
             if g is None:
                 shape, dtype = node._output_meta[i]
-                grads[i] = Tensor(backend.xp(_first(grads).data).zeros(shape, dtype))
+                zero = backend.xp(_array(_first(grads))).zeros(shape, dtype)
+                grads[i] = Tensor(zero) if create_graph else zero
     if node._freed:
         raise _freed_error(node)
     if state.anomaly:  # report NaN/inf by the node whose gradients carry it, not by an op inside its backward
         state.anomaly = False
         try:
-            in_grads = type(node).backward(node, *grads)
+            in_grads = _call_backward(node, grads, create_graph)
         finally:
             state.anomaly = True
     else:
-        in_grads = type(node).backward(node, *grads)
+        in_grads = _call_backward(node, grads, create_graph)
     if type(in_grads) is not tuple:
         in_grads = (in_grads,)
     edges = node.next_edges
@@ -137,31 +175,37 @@ def _run_node(node, grads, buffers, borrowed):
         raise RuntimeError(
             f"{node.name()}: backward returned {len(in_grads)} gradients but the forward took {len(edges)} inputs"
         )
-    handed = []  # memory owners handed on so far
+    handed = None  # memory owners handed on so far
     for i, (edge, g) in enumerate(zip(edges, in_grads)):
         if edge is None or g is None:
             continue
-        shape, dtype = node._input_meta[i]
-        if not isinstance(g, Tensor):
+        shape, dtype = edge[2], edge[3]
+        if create_graph and not isinstance(g, Tensor):
             g = Tensor(g)
-        data = g.data
-        if data.shape != shape:
+        if g.shape != shape:
             raise RuntimeError(
-                f"{node.name()}: backward returned a gradient of shape {data.shape} for input {i} of shape {shape}"
+                f"{node.name()}: backward returned a gradient of shape {g.shape} for input {i} of shape {shape}"
             )
-        if data.dtype != dtype:
+        if g.dtype != dtype:
             g = g.astype(dtype)
-            data = g.data
         # The incoming gradient's memory passes on (possibly as a view) exclusively unless this node hands
         # it to two inputs (add does): then both must copy before writing. Borrowed status is inherited
         # through views and pass-throughs, which keep the owner.
+        data = _array(g)
         owner = _owner(data)
-        if any(owner is h for h in handed):
-            borrowed.add(id(owner))
-        handed.append(owner)
+        if handed is None:
+            handed = [owner]
+        else:
+            if any(owner is h for h in handed):
+                borrowed.add(id(owner))
+            handed.append(owner)
         if state.anomaly:
             _check_finite((data,), f"{node.name()} (backward of {type(node).op_name()})")
-        _add_to_buffer(buffers, edge[0], edge[1], g)
+        _add_to_buffer(buffers, edge[0], edge[1], g, summed)
+
+
+def _array(g):
+    return g.data if isinstance(g, Tensor) else g
 
 
 def _owner(array):
@@ -174,22 +218,44 @@ def _first(items):
     return next(x for x in items if x is not None)
 
 
-def _add_to_buffer(buffers, node, nr, g):
+def _add_to_buffer(buffers, node, nr, g, summed=None):
+    """Add g to the gradient waiting for output nr of node. `summed` (arrays only) names the slots that
+    hold a sum the engine made, which nobody else has seen: further gradients add into it in place (a
+    weight used at every step of a sequence gathers its gradient without a new array per step)."""
     buf = buffers.get(node)
     if buf is None:
-        n = len(node._output_meta) if type(node) is not AccumulateGrad and node._output_meta else 1
-        buf = buffers[node] = [None] * n
-    buf[nr] = g if buf[nr] is None else buf[nr] + g
+        meta = node._output_meta if type(node) is not AccumulateGrad else None
+        if meta is None:
+            buffers[node] = [g]
+            return
+        buf = buffers[node] = [None] * len(meta)
+    current = buf[nr]
+    if current is None:
+        buf[nr] = g
+    elif summed is None:
+        buf[nr] = current + g
+    elif (node, nr) in summed:
+        current += g
+    else:
+        buf[nr] = _plus(current, g)
+        summed.add((node, nr))
 
 
-def _run_hooks(hooks, g):
-    if hooks:
-        # retain_grad stores the gradient after every other hook, whatever the order of registration
-        for hook in sorted(hooks, key=lambda h: isinstance(h, _RetainGrad)):
-            result = hook(g)
-            if result is not None:
-                g = result
-    return g
+def _plus(a, b):
+    """a + b as an array (NumPy gives a scalar for 0-d operands, which cannot be added into in place)."""
+    total = a + b
+    return total if type(total) is _ndarray else _as_array(total)
+
+
+def _run_hooks(hooks, g, create_graph):
+    """Hooks see (and may replace) the gradient as a Tensor, whichever form it travels in."""
+    t = g if create_graph else Tensor(g)
+    # retain_grad stores the gradient after every other hook, whatever the order of registration
+    for hook in sorted(hooks, key=lambda h: isinstance(h, _RetainGrad)):
+        result = hook(t)
+        if result is not None:
+            t = result
+    return t if create_graph else t.data
 
 
 def _accumulate(leaf, g, create_graph, borrowed):
@@ -197,45 +263,38 @@ def _accumulate(leaf, g, create_graph, borrowed):
         leaf.grad = g if leaf.grad is None else leaf.grad + g
         return
     if leaf.grad is None:
-        data = g.data
         # .grad must be writable memory of its own: optimizers and the GradScaler update it in place
-        if id(_owner(data)) in borrowed or 0 in data.strides or not getattr(data.flags, "writeable", True):
-            data = data.copy()
-        leaf.grad = Tensor(data)
+        if id(_owner(g)) in borrowed or 0 in g.strides or not getattr(g.flags, "writeable", True):
+            g = g.copy()
+        leaf.grad = Tensor(g)
     else:
-        leaf.grad = Tensor(leaf.grad.data + g.data)
+        leaf.grad = Tensor(_plus(leaf.grad.data, g))
 
 
 def _dependencies(start):
-    """Count, for every node reachable from `start`, how many edges lead into it; also a discovery order."""
+    """For every node reachable from `start`, how many edges lead into it (nodes without any: absent)."""
     deps = {}
-    order = []
-    seen = set()
-    stack = list(dict.fromkeys(start))
-    seen.update(stack)
+    seen = set(start)
+    stack = list(seen)
     while stack:
-        node = stack.pop()
-        order.append(node)
-        for edge in node.next_edges:
+        for edge in stack.pop().next_edges:
             if edge is not None:
                 child = edge[0]
-                deps[child] = deps.get(child, 0) + 1
-                if child not in seen:
+                if child in seen:
+                    deps[child] = deps.get(child, 0) + 1  # a start node may also lie below another
+                else:
+                    deps[child] = 1
                     seen.add(child)
                     stack.append(child)
-    return deps, order
+    return deps
 
 
-def _needed(order, target_nodes):
+def _needed(deps, start, target_nodes):
     """The nodes whose backward must run for autograd.grad: those with a target below them."""
     # Kahn's order over the discovered graph, then a sweep from the leaves up.
-    indegree = {}
-    for node in order:
-        for edge in node.next_edges:
-            if edge is not None:
-                indegree[edge[0]] = indegree.get(edge[0], 0) + 1
+    indegree = dict(deps)
     topo = []
-    ready = [node for node in order if indegree.get(node, 0) == 0]
+    ready = [node for node in dict.fromkeys(start) if node not in indegree]
     while ready:
         node = ready.pop()
         topo.append(node)

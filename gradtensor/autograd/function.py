@@ -15,7 +15,10 @@ node of the tape: it keeps edges to the nodes of its inputs and only what backwa
             return grad * b, grad * a
 
 Backward formulas are written with Tensor ops, so with create_graph=True the backward pass is
-itself recorded and any order of derivative works.
+itself recorded and any order of derivative works. A formula that uses only what arrays have too
+(arithmetic operators, @, reshape, transpose, sum, comparisons, ops._util.sum_to) may set
+`backward_on_arrays = True`: a backward pass that records nothing then runs it on raw arrays
+(gradients, saved tensors and saved outputs all read as arrays), without a Tensor per step.
 """
 import numpy as np
 
@@ -28,8 +31,9 @@ from .grad_mode import state
 class Function:
     __slots__ = (
         "needs_input_grad",
-        "next_edges",  # per input: (node, output_nr), or None when no gradient flows there
-        "_input_meta",  # per input: (shape, dtype) to check the gradients backward returns
+        # per input: (node, output_nr, shape, dtype), or None when no gradient flows there; the shape and
+        # dtype check the gradient backward returns
+        "next_edges",
         "__dict__",  # ops keep small extras (axes, shapes, masks) as ctx attributes
         "__weakref__",
     )
@@ -40,6 +44,7 @@ class Function:
     _hooks = None  # {output_nr: [hook]} of non-leaf tensors
     _freed = False
     _output_meta = None  # per output (shape, dtype) when there are several: unused ones get zero gradients
+    backward_on_arrays = False  # see the module docstring
 
     @classmethod
     def apply(cls, *args, **kwargs):
@@ -48,13 +53,22 @@ class Function:
         if not prev and not state.anomaly and state.observer is None:  # nothing recorded (backward): lean path
             ctx.needs_input_grad = _NO_GRADS.get(len(args)) or [False] * len(args)
             return _untracked(_run_forward(cls, ctx, args, kwargs), args)
-        needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
+        if len(args) == 2:  # the common case, without a comprehension's frame
+            first, second = args
+            needs = [isinstance(first, Tensor) and first.requires_grad, isinstance(second, Tensor) and second.requires_grad]
+        else:
+            needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
         ctx.needs_input_grad = needs
         state.grad_enabled = False
         try:
-            out = _run_forward(cls, ctx, args, kwargs)
+            out = cls.forward(ctx, *args, **kwargs)  # (_run_forward inlined: this is the hot path)
+        except Exception:
+            _raise_if_devices_differ(cls, args)
+            raise
         finally:
             state.grad_enabled = prev
+        if type(out) is not _ndarray:
+            out = _as_arrays(out)
         if state.anomaly:
             _check_finite((out,) if type(out) is not tuple else out, f"{cls.op_name()} (forward)")
 
@@ -68,28 +82,27 @@ class Function:
     def _record(self, args, needs, outs, single):
         """Link this node into the tape: edges to the inputs' nodes, outputs that point back here."""
         edges = []
-        meta = []
         for a, need in zip(args, needs):
             if need:
-                fn = a.grad_fn
-                if fn is not None:
-                    edges.append((fn, a._output_nr))
-                else:
-                    acc = a._accumulator
-                    edges.append((acc if acc is not None else a._get_accumulator(), 0))
                 data = a.data
-                meta.append((data.shape, data.dtype))
+                fn = a.grad_fn
+                if fn is None:  # a leaf: its AccumulateGrad node
+                    edges.append((a._accumulator or a._get_accumulator(), 0, data.shape, data.dtype))
+                else:
+                    edges.append((fn, a._output_nr, data.shape, data.dtype))
             else:
                 edges.append(None)
-                meta.append(None)
         self.next_edges = edges
-        self._input_meta = meta
         saved = self._saved
         if saved:
-            self._saved_versions = [t._version[0] if isinstance(t, Tensor) else None for t in saved]
+            versions = self._saved_versions = []  # (a loop: cheaper than a comprehension on this hot path)
+            for t in saved:
+                versions.append(t._version[0] if isinstance(t, Tensor) else None)
         if single:
             out = outs[0]
-            return Tensor(out, out.dtype.kind == "f" or out.dtype == _bfloat16, self, 0, _shared_version(out, args))
+            dtype = out.dtype
+            return Tensor(out, dtype.kind == "f" or dtype == _bfloat16, self, 0,
+                          None if out.base is None else _shared_version(out, args))
         self._output_meta = tuple((o.shape, o.dtype) for o in outs)
         return tuple(
             Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i, _shared_version(o, args))
@@ -98,7 +111,7 @@ class Function:
 
     def input_shape(self, i):
         """Shape of input i (recorded for inputs that need a gradient)."""
-        return self._input_meta[i][0]
+        return self.next_edges[i][2]
 
     # --- the ctx interface --------------------------------------------------------
     def save_for_backward(self, *tensors):
@@ -118,6 +131,8 @@ class Function:
                     f"modified in place after it was saved (version {t._version[0]}, expected {version}); "
                     "compute on a copy (x.clone()) instead of writing into a tensor the graph needs"
                 )
+        if state.backward_on_arrays:
+            return tuple(t.data if isinstance(t, Tensor) else t for t in saved)
         return saved
 
     def save_output(self, array):
@@ -129,6 +144,8 @@ class Function:
         """The output kept by save_output, as a tensor whose graph leads back to this node."""
         if self._freed:
             raise _freed_error(self)
+        if state.backward_on_arrays:
+            return self._saved_output
         out = Tensor(self._saved_output, grad_fn=self if state.grad_enabled else None)
         out.requires_grad = state.grad_enabled
         return out
@@ -175,8 +192,13 @@ def _run_forward(cls, ctx, args, kwargs):
     except Exception:
         _raise_if_devices_differ(cls, args)  # a clearer message than the array library's
         raise
+    return out if type(out) is _ndarray else _as_arrays(out)
+
+
+def _as_arrays(out):
+    """forward's result (an array or a tuple of arrays; NumPy scalars, Tensors) as arrays."""
     if type(out) is not tuple:
-        return out if type(out) is _ndarray else _as_array(out)
+        return _as_array(out)
     return tuple(o if type(o) is _ndarray else _as_array(o) for o in out)
 
 

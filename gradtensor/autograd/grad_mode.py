@@ -3,11 +3,13 @@ import functools
 
 
 class _State:
-    __slots__ = ("grad_enabled", "anomaly", "observer")
+    __slots__ = ("grad_enabled", "anomaly", "observer", "backward_on_arrays")
 
     def __init__(self):
         self.grad_enabled = True
         self.anomaly = False
+        # True while the engine runs a backward formula on raw arrays: saved tensors then read as arrays
+        self.backward_on_arrays = False
         # called as observer(args, needs) for every op that sees an input requiring grad (checkpoint uses it
         # to find the tensors a region reads from outside, e.g. parameters)
         self.observer = None

@@ -42,7 +42,8 @@ def data_of(x):
 
 
 def shape_of(x):
-    return x.data.shape if isinstance(x, Tensor) else ()
+    """The shape of a Tensor or array operand; () for a Python scalar."""
+    return getattr(x, "shape", ())
 
 
 def raise_if_broadcast_error(error, op, *operands):
@@ -62,6 +63,11 @@ def broadcast_errors(op, *operands):
     except ValueError as e:
         raise_if_broadcast_error(e, op, *operands)
         raise
+
+
+def expand_to(grad, shape):
+    """grad broadcast to `shape`, as a view (a Tensor, or an array in a backward run on arrays)."""
+    return grad.broadcast_to(shape) if isinstance(grad, Tensor) else backend.xp(grad).broadcast_to(grad, shape)
 
 
 def sum_to(grad, shape):

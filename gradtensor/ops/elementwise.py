@@ -37,7 +37,8 @@ def zeros_like_grad(g):
 
 
 def _apply_binary(fn, a, b, op):
-    a, b = binary_operands(a, b, op)
+    if type(a) is not Tensor or type(b) is not Tensor:  # (the common case skips the conversion call)
+        a, b = binary_operands(a, b, op)
     try:
         return fn.apply(a, b)
     except ValueError as e:
@@ -51,7 +52,8 @@ def _promoted(out, *operands):
     has the default float dtype (int / int, int * 0.5, as a Python float alone gives)."""
     dtype = out.dtype
     for x in operands:
-        if isinstance(x, Tensor) and x.data.dtype != dtype:
+        # (an `is` test first: NumPy's built-in dtypes are singletons, so the common case skips `!=`)
+        if isinstance(x, Tensor) and x.data.dtype is not dtype and x.data.dtype != dtype:
             break
     else:
         return out  # the common case: every tensor operand already has the result's dtype
@@ -66,6 +68,8 @@ def _promoted(out, *operands):
 
 
 class Add(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, a, b):
         return _promoted(data_of(a) + data_of(b), a, b)
@@ -77,6 +81,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, a, b):
         return _promoted(data_of(a) - data_of(b), a, b)
@@ -88,6 +94,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -101,6 +109,8 @@ class Mul(Function):
 
 
 class Div(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -204,6 +214,8 @@ def pow(a, b):  # noqa: A001 - the array-API name
 
 
 class Neg(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return -x.data
@@ -233,6 +245,8 @@ class Abs(Function):
 
 
 class Exp(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).exp(x.data))
@@ -243,6 +257,8 @@ class Exp(Function):
 
 
 class Exp2(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).exp2(x.data))
@@ -253,6 +269,8 @@ class Exp2(Function):
 
 
 class Expm1(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).expm1(x.data))
@@ -263,6 +281,8 @@ class Expm1(Function):
 
 
 class Log(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -275,6 +295,8 @@ class Log(Function):
 
 
 class Log2(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -287,6 +309,8 @@ class Log2(Function):
 
 
 class Log10(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -311,6 +335,8 @@ class Log1p(Function):
 
 
 class Sqrt(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).sqrt(x.data))
@@ -321,6 +347,8 @@ class Sqrt(Function):
 
 
 class Rsqrt(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(1 / _xp(x).sqrt(x.data))
@@ -332,6 +360,8 @@ class Rsqrt(Function):
 
 
 class Square(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -344,6 +374,8 @@ class Square(Function):
 
 
 class Reciprocal(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).reciprocal(x.data))
@@ -379,6 +411,8 @@ class Cos(Function):
 
 
 class Tan(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).tan(x.data))
@@ -390,6 +424,8 @@ class Tan(Function):
 
 
 class Tanh(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).tanh(x.data))
@@ -449,6 +485,8 @@ class Arccos(Function):
 
 
 class Arctan(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
@@ -477,6 +515,8 @@ class Arctan2(Function):
 
 
 class Sigmoid(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         mod = _xp(x)
@@ -491,13 +531,15 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         return ctx.save_output(_xp(x).maximum(x.data, 0))
 
     @staticmethod
     def backward(ctx, g):
-        return g * Tensor(ctx.saved_output().data > 0)
+        return g * (ctx.saved_output() > 0)
 
 
 class Erf(Function):

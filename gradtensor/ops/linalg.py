@@ -47,6 +47,8 @@ def _broadcast_shapes(shape_a, shape_b):
 
 
 class Matmul(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -63,15 +65,15 @@ class Matmul(Function):
         g2 = g.reshape(_broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if need_a:
-            ga = sum_to(g2 @ b2.mT, a2.shape).reshape(a.shape)
+            ga = sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
         if need_b:
             if b2.ndim == 2 and a2.ndim > 2:
                 # b is shared by the whole batch: fold the batch into the contraction (one GEMM, no
                 # (batch, k, n) temporary to sum; the weight gradient of a linear layer on sequences)
                 rows = math.prod(a2.shape[:-1])
-                gb = a2.reshape(rows, a2.shape[-1]).mT @ g2.reshape(rows, g2.shape[-1])
+                gb = a2.reshape(rows, a2.shape[-1]).T @ g2.reshape(rows, g2.shape[-1])
             else:
-                gb = sum_to(a2.mT @ g2, b2.shape)
+                gb = sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape)
             gb = gb.reshape(b.shape)
         return ga, gb
 

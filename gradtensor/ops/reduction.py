@@ -6,7 +6,7 @@ from .. import backend, dtypes
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._autocast import cast_inputs
-from ._util import normalize_axes, normalize_axis
+from ._util import expand_to, normalize_axes, normalize_axis
 from .elementwise import abs, exp, sign, where  # noqa: A004 - shadows builtins, as sum/max/min/all/any do
 
 __all__ = [
@@ -82,6 +82,8 @@ def _check_nonempty(x, axes, op):
 
 
 class Sum(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x, axes, keepdims):
         ctx.in_shape, ctx.axes, ctx.keepdims = x.shape, axes, keepdims
@@ -89,7 +91,7 @@ class Sum(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _expand_reduced(g, ctx.in_shape, ctx.axes, ctx.keepdims).broadcast_to(ctx.in_shape)
+        return expand_to(_expand_reduced(g, ctx.in_shape, ctx.axes, ctx.keepdims), ctx.in_shape)
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001

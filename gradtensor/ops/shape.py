@@ -63,6 +63,8 @@ def _along(axis, item):
 
 
 class Reshape(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
@@ -121,6 +123,8 @@ def flatten(x, start_axis=0, end_axis=-1):
 
 
 class Transpose(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x, axes):
         ctx.axes = axes
@@ -189,6 +193,8 @@ def flip(x, axis=None):
 
 
 class BroadcastTo(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape

@@ -199,6 +199,8 @@ def _on_last_axis_kernel(a, axis):
 
 
 class _Softmax(Function):
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x, axis):
         ctx.axis = axis

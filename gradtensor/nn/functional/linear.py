@@ -13,6 +13,8 @@ class _Linear(Function):
     gradient g^T @ x directly in the weight's own C order (a transposed view would slow every
     optimizer step); it is written in Tensor ops, so double backward works."""
 
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
@@ -27,7 +29,7 @@ class _Linear(Function):
         need_x, need_weight, need_bias = ctx.needs_input_grad
         return (
             g @ weight if need_x else None,
-            g.mT @ x if need_weight else None,
+            g.T @ x if need_weight else None,
             g.sum(axis=0) if need_bias else None,
         )
 

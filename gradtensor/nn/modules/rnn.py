@@ -41,40 +41,120 @@ def _sigmoid(mod, a):
     return 0.5 * mod.tanh(0.5 * a) + 0.5  # never overflows, one transcendental
 
 
+def _lstm_pointwise_forward(mod, gates, c_prev):
+    """(h, c, activations) of one step on arrays; activations are what the backward needs."""
+    n = gates.shape[-1] // 4
+    # slices rather than mod.split, whose Python wrapper costs more than these small steps' arithmetic
+    i, f, g, o = gates[..., :n], gates[..., n:2 * n], gates[..., 2 * n:3 * n], gates[..., 3 * n:]
+    i, f, o, g = _sigmoid(mod, i), _sigmoid(mod, f), _sigmoid(mod, o), mod.tanh(g)
+    c = f * c_prev + i * g
+    tanh_c = mod.tanh(c)
+    return o * tanh_c, c, (i, f, g, o, tanh_c)
+
+
+def _lstm_pointwise_backward(mod, grad_h, grad_c, c_prev, activations):
+    """(d gates, d c_prev) of one step on arrays, from the gradients reaching its h and c."""
+    i, f, g, o, tanh_c = activations
+    grad_c = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
+    grad_gates = mod.concatenate(
+        [grad_c * g * i * (1 - i), grad_c * c_prev * f * (1 - f), grad_c * i * (1 - g * g),
+         grad_h * tanh_c * o * (1 - o)],
+        axis=-1,
+    )
+    return grad_gates, grad_c * f
+
+
 class _LSTMPointwise(Function):
-    """_lstm_pointwise_composite as one tape node. Unrolling a sequence makes this the most frequent op
-    of an LSTM, and the composite's eleven nodes per step cost more in Python than their arithmetic.
-    Backward is array arithmetic; under create_graph it differentiates the composite (its reference)."""
+    """_lstm_pointwise_composite as one tape node (LSTMCell's step). Backward is array arithmetic; under
+    create_graph it differentiates the composite (its reference)."""
 
     @staticmethod
     def forward(ctx, gates, c_prev):
         ctx.save_for_backward(gates, c_prev)
-        mod = backend.xp(gates.data)
-        i, f, g, o = mod.split(gates.data, 4, axis=-1)
-        i, f, o, g = _sigmoid(mod, i), _sigmoid(mod, f), _sigmoid(mod, o), mod.tanh(g)
-        c = f * c_prev.data + i * g
-        tanh_c = mod.tanh(c)
-        ctx.activations = i, f, g, o, tanh_c
-        return o * tanh_c, c
+        h, c, ctx.activations = _lstm_pointwise_forward(backend.xp(gates.data), gates.data, c_prev.data)
+        return h, c
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         gates, c_prev = ctx.saved_tensors
         if grad_mode.state.grad_enabled:  # create_graph: a differentiable gradient
             return composite_vjp(_lstm_pointwise_composite, (gates, c_prev), ctx.needs_input_grad, (grad_h, grad_c))
-        i, f, g, o, tanh_c = ctx.activations
-        gh = grad_h.data
-        gc = grad_c.data + gh * o * (1 - tanh_c * tanh_c)
-        grad_gates = backend.xp(gh).concatenate(
-            [gc * g * i * (1 - i), gc * c_prev.data * f * (1 - f), gc * i * (1 - g * g), gh * tanh_c * o * (1 - o)],
-            axis=-1,
-        )
-        return Tensor(grad_gates), Tensor(gc * f)
+        grad_gates, grad_c_prev = _lstm_pointwise_backward(
+            backend.xp(gates.data), grad_h.data, grad_c.data, c_prev.data, ctx.activations)
+        return Tensor(grad_gates), Tensor(grad_c_prev)
 
 
 def _lstm_step(x_proj, state, w_hh, b_hh):
     h, c = state
     return _LSTMPointwise.apply(x_proj + F.linear(h, w_hh, b_hh), c)
+
+
+def _time_order(steps, reverse):
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+def _lstm_sequence_composite(projected, h, c, w_hh, b_hh, reverse):
+    """An LSTM layer over a whole sequence from differentiable ops, one step after another; projected
+    (L, N, 4H) is the input part W_ih x_t + b_ih of every step. Returns (outputs (L, N, H), h_L, c_L)."""
+    outputs = [None] * projected.shape[0]
+    for t in _time_order(projected.shape[0], reverse):
+        h, c = _lstm_step(projected[t], (h, c), w_hh, b_hh)
+        outputs[t] = h
+    return ops.stack(outputs, axis=0), h, c
+
+
+class _LSTMSequence(Function):
+    """_lstm_sequence_composite as one tape node: the recurrence runs on arrays, and backward is
+    backpropagation through time on arrays with the recurrent weight's gradient as one matrix product
+    over all steps (instead of a product and a sum per step). Per step it keeps the previous h and c
+    and the gate activations. Under create_graph it differentiates the composite (its reference)."""
+
+    @staticmethod
+    def forward(ctx, projected, h0, c0, w_hh, b_hh, reverse):
+        ctx.save_for_backward(projected, h0, c0, w_hh, b_hh)
+        ctx.reverse = reverse
+        mod = backend.xp(projected.data)
+        weight_t = w_hh.data.T
+        steps = projected.shape[0]
+        outputs = mod.empty(projected.shape[:2] + (w_hh.shape[1],), projected.dtype)
+        ctx.h_prev = mod.empty_like(outputs)
+        ctx.c_prev = mod.empty_like(outputs)
+        ctx.activations = [None] * steps
+        h, c = h0.data, c0.data
+        for t in _time_order(steps, reverse):
+            gates = projected.data[t] + backend.matmul(h, weight_t)
+            if b_hh is not None:
+                gates += b_hh.data
+            ctx.h_prev[t], ctx.c_prev[t] = h, c
+            h, c, ctx.activations[t] = _lstm_pointwise_forward(mod, gates, c)
+            outputs[t] = h
+        return outputs, h, c
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_h, grad_c):
+        inputs = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:5]
+        if grad_mode.state.grad_enabled:  # create_graph: a differentiable gradient
+            composite = lambda *args: _lstm_sequence_composite(*args, ctx.reverse)  # noqa: E731
+            return composite_vjp(composite, inputs, needs, (grad_outputs, grad_h, grad_c))
+        projected, w_hh = inputs[0].data, inputs[3].data
+        mod = backend.xp(projected)
+        grad_h, grad_c = grad_h.data, grad_c.data
+        grad_gates = mod.empty_like(projected)
+        for t in _time_order(projected.shape[0], not ctx.reverse):
+            grad_gates[t], grad_c = _lstm_pointwise_backward(
+                mod, grad_outputs.data[t] + grad_h, grad_c, ctx.c_prev[t], ctx.activations[t])
+            grad_h = backend.matmul(grad_gates[t], w_hh)
+        rows = grad_gates.shape[0] * grad_gates.shape[1]
+        flat_gates = grad_gates.reshape(rows, grad_gates.shape[2])
+        grads = (
+            grad_gates,
+            grad_h,
+            grad_c,
+            backend.matmul(flat_gates.T, ctx.h_prev.reshape(rows, ctx.h_prev.shape[2])) if needs[3] else None,
+            flat_gates.sum(axis=0) if needs[4] else None,
+        )
+        return tuple(Tensor(g) if g is not None and need else None for g, need in zip(grads, needs))
 
 
 def _gru_step(x_proj, state, w_hh, b_hh):
@@ -209,9 +289,12 @@ class RNNBase(Module):
         """Unroll one layer in one direction over x (L, N, features); returns (outputs (L, N, H), final state)."""
         steps, batch = x.shape[:2]
         projected = F.linear(x, w_ih, b_ih)  # the input part of every step in one matmul
+        if self.mode == "LSTM":
+            outputs, h, c = _LSTMSequence.apply(projected, *state, w_hh, b_hh, reverse)
+            return outputs, (h, c)
         per_step = ops.split(projected, steps, axis=0) if steps > 1 else [projected]
         outputs = [None] * steps
-        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        for t in _time_order(steps, reverse):
             state = self._step(per_step[t].reshape(batch, projected.shape[-1]), state, w_hh, b_hh)
             outputs[t] = state[0]
         return ops.stack(outputs, axis=0), state
