@@ -5,7 +5,8 @@
 - "hand": bench.peers, forward, backward and update written out with NumPy (CPU) or CuPy (GPU).
 
 `cases(device, mode)` lists the rows of the comparison for a device ("cpu" or "cuda") and a size
-mode ("full", "quick" for CI, "tiny" for the tests). A case's builders take (device) and return a
+mode ("full", "quick" for CI, "tiny" for the tests); rows that need a GPU (the CUDA-graph step) are
+listed for "cuda" only. A case's builders take (device) and return a
 Runner whose step() runs one iteration (an op, or a whole training step).
 """
 import contextlib
@@ -111,6 +112,50 @@ def framework_step(fw, params, optimizer, loss_fn, amp_dtype=None):
         return loss
 
     return Runner(step, lambda: [fw.host(p) for p in params], lambda: optimizer.zero_grad(set_to_none=True))
+
+
+def graphed_framework_step(fw, params, optimizer, loss_of, data, torch_warmup=3):
+    """Runner for a training step captured into a CUDA graph: gt.cuda.graph for gradtensor, and for
+    PyTorch its documented whole-network recipe (static inputs, a few eager steps on a side stream,
+    the step captured with torch.cuda.graph). Each step copies the batch into the graph's static
+    inputs and replays it; loss_of(*batch) is the forward pass."""
+
+    def train_step(*batch):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(*batch)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if fw.name == GRADTENSOR:
+        graphed = fw.module.cuda.graph(train_step)
+        step = lambda: graphed(*data)  # noqa: E731
+    else:
+        step = _torch_graphed_step(fw.module, train_step, data, torch_warmup)
+    return Runner(step, lambda: [fw.host(p) for p in params])
+
+
+def _torch_graphed_step(torch, train_step, data, warmup):
+    if not torch.cuda.is_available():
+        raise Unsupported("torch.cuda.graph needs a CUDA build of PyTorch and a GPU")
+    static = [d.clone() for d in data]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            train_step(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = train_step(*static)
+
+    def step():
+        for target, source in zip(static, data):
+            target.copy_(source)
+        graph.replay()
+        return static_loss
+
+    return step
 
 
 def _framework_builder(name, build):
@@ -262,23 +307,28 @@ _STATIC_SCALE_NOTE = ("the hand-written peer computes products in float16 and th
 # --- MLP -----------------------------------------------------------------------------------------
 
 
-def mlp_case(key, sizes, batch, optimizer, lr, amp_dtype=None, seed=0):
+def mlp_loss(fw, params, inputs, targets):
+    """Linear+ReLU layers and a linear head (params [w0, b0, ...]), softmax cross-entropy."""
+    h = inputs
+    for i in range(0, len(params), 2):
+        h = fw.F.linear(h, params[i], params[i + 1])
+        if i < len(params) - 2:
+            h = fw.F.relu(h)
+    return fw.F.cross_entropy(h, targets)
+
+
+def _mlp_data(sizes, batch, seed):
     rng = np.random.default_rng(seed)
     params = linear_params(rng, sizes)
-    data = [_normal(rng, batch, sizes[0]), rng.integers(0, sizes[-1], batch)]
+    return params, [_normal(rng, batch, sizes[0]), rng.integers(0, sizes[-1], batch)]
+
+
+def mlp_case(key, sizes, batch, optimizer, lr, amp_dtype=None, seed=0):
+    params, data = _mlp_data(sizes, batch, seed)
 
     def framework_build(fw, params, data):
-        inputs, targets = data
-
-        def loss_fn():
-            h = inputs
-            for i in range(0, len(params), 2):
-                h = fw.F.linear(h, params[i], params[i + 1])
-                if i < len(params) - 2:
-                    h = fw.F.relu(h)
-            return fw.F.cross_entropy(h, targets)
-
-        return framework_step(fw, params, fw.optimizer(optimizer, params, lr), loss_fn, amp_dtype)
+        return framework_step(fw, params, fw.optimizer(optimizer, params, lr), lambda: mlp_loss(fw, params, *data),
+                              amp_dtype)
 
     def hand(params, data):
         return peers.MLPStep(params, *data, optimizer, lr, compute_dtype=amp_dtype and np.float16,
@@ -290,6 +340,26 @@ def mlp_case(key, sizes, batch, optimizer, lr, amp_dtype=None, seed=0):
     flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return Case(key, label, _builders(params, data, framework_build, _hand_for(amp_dtype, hand)), flops,
                 amp_dtype or "float32", notes=[_STATIC_SCALE_NOTE] if amp_dtype == "float16" else [])
+
+
+def graphed_mlp_case(key, sizes, batch, lr, seed=0):
+    """The SGD MLP with its whole training step captured into a CUDA graph (GPU only): gradtensor's
+    gt.cuda.graph beside PyTorch's torch.cuda.graph; the eager row of the same MLP gives the speed-up."""
+    params, data = _mlp_data(sizes, batch, seed)
+
+    def framework_build(fw, params, data):
+        return graphed_framework_step(fw, params, fw.optimizer("sgd", params, lr),
+                                      lambda *batch: mlp_loss(fw, params, *batch), data)
+
+    def hand(params, data):
+        raise Unsupported("no hand-written CUDA-graph peer")
+
+    label = f"MLP {'-'.join(map(str, sizes))}, batch {batch}, SGD, float32, CUDA graph"
+    notes = ["the training step captured into a CUDA graph and replayed: gt.cuda.graph for gradtensor, "
+             "torch.cuda.graph (static inputs, side-stream warm-up) for PyTorch; each step copies the batch into "
+             "the graph's inputs. Replays allocate nothing, so no memory column"]
+    flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return Case(key, label, _builders(params, data, framework_build, hand), flops, measure_memory=False, notes=notes)
 
 
 # --- deep Linear+ReLU stack, plain and checkpointed ------------------------------------------------
@@ -475,6 +545,7 @@ def cases(device, mode):
     checkpoint = (48, 1024, 16384) if mode == "full" else (48, 512, 2048)
     return rows + [
         mlp_case("mlp_small", (784, 256, 256, 10), 64, "sgd", 0.01),
+        graphed_mlp_case("mlp_small_graph", (784, 256, 256, 10), 64, 0.01),
         mlp_case("mlp_large", *large),
         mlp_case("mlp_large_fp16", *large, amp_dtype="float16"),
         mlp_case("mlp_large_bf16", *large, amp_dtype="bfloat16"),

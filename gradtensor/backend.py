@@ -2,8 +2,15 @@
 
 Op code never imports numpy or cupy for computation; it asks `xp(array)` (Chainer's
 get_array_module) for the module that owns an array. Every CPU/GPU difference lives here.
+
+It also holds the one gate every host read goes through (`host_read`, `host_check`): while a CUDA
+graph is captured (gradtensor.cuda_graph) a host read cannot happen, so the gate raises there, and
+notes the read during the eager warm-up that decides whether a step can be captured at all.
 """
+import contextlib
 import math
+import os
+import sys
 
 import numpy as np
 
@@ -116,7 +123,7 @@ def device_of(array):
 def to_device(array, device):
     """Move an array to `device` (a Device); no copy when it is already there."""
     if device.type == "cpu":
-        return to_host(array)
+        return to_host(array) if xp(array) is not np else np.asarray(array)
     cp = require_cupy()
     if isinstance(array, cp.ndarray) and array.device.id == device.index:
         return array
@@ -125,12 +132,29 @@ def to_device(array, device):
 
 
 def to_host(array):
+    """A NumPy version of `array` (itself when it already is one): a host read (see host_read)."""
+    return host_read(array, "a copy to the host")
+
+
+def _copy_to_host(array):
     if type(array) is np.ndarray:
         return array
     cp = cupy_module()
     if cp is not None and isinstance(array, cp.ndarray):
         return cp.asnumpy(array)
     return np.asarray(array)
+
+
+def copy_into(target, source):
+    """target[...] = source, by one device-to-device memcpy when both are contiguous CuPy arrays of one
+    dtype and size (a CUDA-graph replay copies its inputs so, on the current stream)."""
+    cp = cupy_module()
+    if (cp is not None and isinstance(target, cp.ndarray) and isinstance(source, cp.ndarray)
+            and target.dtype == source.dtype and target.size == source.size
+            and target.flags.c_contiguous and source.flags.c_contiguous):
+        target.data.copy_from_device_async(source.data, source.nbytes)
+    else:
+        target[...] = source
 
 
 def same_device(arrays):
@@ -171,6 +195,25 @@ def peak_memory_tracker():
     if _peak_tracker is None:
         _peak_tracker = _PeakMemoryTracker(require_cupy())
     return _peak_tracker
+
+
+def broadcast_to(array, shape):
+    """xp.broadcast_to(array, shape): a read-only view. NumPy's is a Python function that costs more than
+    the small arrays it views (a reduction's backward calls it every step), so for a C-contiguous NumPy
+    array of a built-in dtype the view is made directly."""
+    if type(array) is np.ndarray and array.dtype.isbuiltin == 1 and array.flags.c_contiguous and array.size:
+        lead = len(shape) - array.ndim
+        strides = [0] * lead
+        for wanted, have, stride in zip(shape[lead:], array.shape, array.strides):
+            if have != wanted and have != 1:
+                break
+            strides.append(stride if have == wanted else 0)
+        else:
+            if lead >= 0 and 0 not in shape:
+                view = np.ndarray(shape, array.dtype, array, 0, strides)
+                view.setflags(write=False)
+                return view
+    return xp(array).broadcast_to(array, shape)
 
 
 def matmul(a, b):
@@ -288,6 +331,8 @@ def philox_advance(device, count):
     which fused dropout draws from; the offset moves past them, rounded up to whole Philox blocks of
     four words so every draw starts a block (the kernel's vectorised path needs that). The counter is
     part of the device's RNG state, so a replayed region (checkpointing) draws the same words."""
+    # the offset lives on the host: a CUDA graph would replay the same draws every time
+    capture_blocker("dropout draws random numbers (a CUDA graph would replay the same ones)")
     counter = _philox_counter(device)
     seed, offset = counter
     counter[1] = offset + -(-int(count) // 4) * 4
@@ -308,3 +353,141 @@ def set_rng_state(device, state):
     gen, counter = state
     _generators[device] = copy.deepcopy(gen)
     _philox_counters[device] = list(counter)
+
+
+# --- CUDA-graph capture: the host-read gate and the objects a captured step uses ----------------
+
+
+class GraphCaptureError(RuntimeError):
+    """This step cannot be captured into a CUDA graph (the message says why)."""
+
+
+class HostReadError(GraphCaptureError):
+    """A device value was read on the host while host reads are forbidden (CUDA-graph capture)."""
+
+
+class GraphSession:
+    """What a CUDA-graph wrapper learns while it warms up and captures a step.
+
+    `participants`: the stateful objects the step used (optimizers, GradScalers), in order of first
+    use; they switch to their capturable form (scalars in device arrays, GradScaler's skip decided on
+    the device) when they join. `blockers`: what the eager warm-up met that a capture cannot hold
+    (host reads, random draws), described for the fallback warning.
+    """
+
+    def __init__(self):
+        self.participants = []
+        self.blockers = []
+        self.keep_alive = []  # device buffers made outside the graph's memory pool that its work reads
+        self.capturing = False
+
+
+_session = None  # the GraphSession of the warm-up or capture under way, else None
+
+
+@contextlib.contextmanager
+def _session_as(session):
+    global _session
+    saved, _session = _session, session
+    try:
+        yield session
+    finally:
+        _session = saved
+
+
+def graph_warmup(session=None):
+    """Context for the eager warm-up of a step that is to be captured: objects used inside join the
+    session (a new GraphSession unless one is given) and capture blockers are noted in its
+    `blockers` instead of raising."""
+    session = session or GraphSession()
+    session.capturing = False
+    return _session_as(session)
+
+
+@contextlib.contextmanager
+def forbid_host_reads(session=None):
+    """Context for capturing a step (and for CPU tests proving that a step could be captured): every
+    host read gradtensor makes raises HostReadError, other capture blockers GraphCaptureError, and
+    validation checks that need a device value are skipped. `session` is the warm-up's, whose
+    participants stay joined."""
+    session = session or GraphSession()
+    saved = session.capturing
+    session.capturing = True
+    try:
+        with _session_as(session):
+            yield session
+    finally:
+        session.capturing = saved
+
+
+def capturing():
+    """True while a step is captured (inside forbid_host_reads)."""
+    return _session is not None and _session.capturing
+
+
+def join_graph_session(participant):
+    """Called by stateful objects each time a step uses them: True inside a graph's warm-up or
+    capture, after adding `participant` to the session (the caller then uses its capturable form)."""
+    session = _session
+    if session is None:
+        return False
+    if not any(p is participant for p in session.participants):
+        session.participants.append(participant)
+    return True
+
+
+def keep_alive_with_graph(buffer):
+    """While a step is captured: keep `buffer` (something the captured work reads or writes, e.g. a
+    cached pointer table) alive as long as the graph."""
+    if capturing():
+        _session.keep_alive.append(buffer)
+
+
+def capture_blocker(cause, error=GraphCaptureError):
+    """Report something a CUDA graph cannot hold: raised while capturing, noted during a warm-up
+    (with the user's line that led to it), nothing otherwise."""
+    session = _session
+    if session is None:
+        return
+    where = _user_frame()
+    described = f"{cause} (at {where})" if where else cause
+    if session.capturing:
+        raise error(f"{described}: a CUDA graph cannot capture it")
+    if described not in session.blockers:
+        session.blockers.append(described)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def outside_gradtensor(frame):
+    """(the first frame at or above `frame` whose code is not gradtensor's, how many frames up it is):
+    the user's code that called in, for messages and warnings.warn's stacklevel."""
+    levels = 0
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, levels = frame.f_back, levels + 1
+    return frame, levels
+
+
+def _user_frame():
+    """file:line of the innermost caller outside gradtensor, or None."""
+    frame, _ = outside_gradtensor(sys._getframe(1))
+    return None if frame is None else f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def host_read(array, what):
+    """`array` as a NumPy array (a copy when it lives on the GPU): the gate every host read in
+    gradtensor goes through. `what` names the reader for the error (e.g. "Tensor.item()"). Raises
+    HostReadError while a CUDA graph is captured, whatever the device (so CPU tests can prove a step
+    reads nothing back)."""
+    capture_blocker(f"{what} reads a device value on the host", HostReadError)
+    return _copy_to_host(array)
+
+
+def host_check(failed):
+    """bool(failed) for a validation check whose outcome lives on the device (e.g. "an index is out
+    of range"): read on the host, except while a CUDA graph is captured, where it is skipped (False):
+    the eager warm-up before the capture ran it."""
+    if capturing():
+        return False
+    return bool(_copy_to_host(failed))

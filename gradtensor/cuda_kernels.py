@@ -6,13 +6,15 @@ The launchers take CuPy arrays of float16 or float32 that gradtensor.fused has c
 non-empty), make them contiguous where they are only read, and choose the launch shape. Nothing here
 imports CuPy until a kernel is first used, so importing gradtensor works without it.
 """
+import ctypes
 import hashlib
+import numbers
 
 import numpy as np  # kernel argument types and host-side tables only
 
 from . import backend
 from ._kernel_files import kernel_dir, kernel_source
-from .fused_reference import ACTIVATIONS
+from .fused_reference import ACTIVATIONS, adam_coefficients
 
 COMPILE_OPTIONS = ("--std=c++17", f"-I{kernel_dir()}")
 
@@ -219,20 +221,40 @@ def _pointer_table(lists):
 
     `lists` holds one list per operand, each with an array (or None for an unused operand) per tensor.
     Tables are cached by their contents (pointers and sizes), so a training loop whose parameters stay
-    in place uploads its table once.
+    in place uploads its table once. Every table a CUDA-graph capture uses stays alive with the graph;
+    one the capture needs anew is uploaded inside the graph (see _captured_upload) and not cached, as
+    its contents exist only once the graph has run.
     """
     cp = backend.require_cupy()
     pointers = tuple(0 if a is None else a.data.ptr for operand in lists for a in operand)
     sizes = tuple(a.size for a in lists[0])
     key = (cp.cuda.Device().id, pointers, sizes)
-    cached = _pointer_tables.get(key)
-    if cached is not None:
-        return cached
-    host, blocks = host_pointer_table(pointers, sizes)
-    if len(_pointer_tables) >= _TABLE_CACHE_SIZE:
-        _pointer_tables.pop(next(iter(_pointer_tables)))  # oldest first
-    entry = _pointer_tables[key] = (cp.asarray(host), blocks)
+    entry = _pointer_tables.get(key)
+    if entry is None:
+        host, blocks = host_pointer_table(pointers, sizes)
+        if backend.capturing():
+            entry = (_captured_upload(cp, host), blocks)
+        else:
+            if len(_pointer_tables) >= _TABLE_CACHE_SIZE:
+                _pointer_tables.pop(next(iter(_pointer_tables)))  # oldest first
+            entry = _pointer_tables[key] = (cp.asarray(host), blocks)
+    backend.keep_alive_with_graph(entry)
     return entry
+
+
+def _captured_upload(cp, host):
+    """A device copy of `host` made by the graph being captured: an asynchronous copy from pinned
+    memory (a synchronous upload cannot be captured), which each replay repeats from the same pinned
+    buffer, kept alive with the graph."""
+    import cupyx
+
+    staged = cupyx.empty_pinned(host.shape, dtype=host.dtype)
+    staged[...] = host
+    device = cp.empty(host.shape, dtype=host.dtype)
+    device.data.copy_from_host_async(ctypes.c_void_p(staged.ctypes.data), host.nbytes,
+                                     cp.cuda.get_current_stream())
+    backend.keep_alive_with_graph(staged)
+    return device
 
 
 def host_pointer_table(pointers, sizes):
@@ -253,27 +275,52 @@ def _launch_multi_tensor(name, lists, scalars):
              (table, np.int32(len(lists[0])), np.int64(MULTI_TENSOR_CHUNK), *scalars))
 
 
-def sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, weight_decay, first_step, maximize):
+_NULL = np.uint64(0)  # a null device pointer argument
+
+
+def _device_scalar(value):
+    """(by-value float32 argument, device pointer argument) of a scalar that is a number or, in a
+    captured step, a device array the kernel reads."""
+    if isinstance(value, numbers.Real):
+        return np.float32(value), _NULL
+    return np.float32(0), value
+
+
+def _optional(array):
+    return _NULL if array is None else array
+
+
+def sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, weight_decay, first_step, maximize,
+                       skip=None):
     buffers = bufs if momentum != 0 else [None] * len(params)
+    lr_value, device_lr = _device_scalar(lr)
     _launch_multi_tensor("sgd_step", [params, grads, buffers], (
-        np.float32(lr), np.float32(momentum), np.float32(1 - dampening), np.float32(weight_decay),
-        np.int32(bool(nesterov)), np.int32(bool(first_step)), np.int32(bool(maximize))))
+        lr_value, np.float32(momentum), np.float32(1 - dampening), np.float32(weight_decay),
+        np.int32(bool(nesterov)), np.int32(bool(first_step)), np.int32(bool(maximize)), device_lr, _optional(skip)))
 
 
-def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, coefficients, weight_decay, beta2, eps,
-               decoupled, amsgrad, maximize):
-    c = coefficients
+def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+               decoupled, amsgrad, maximize, skip=None):
+    """`steps` is this step's count (an int), or in a captured step one device array per tensor holding
+    its count, which the kernel reads together with the device array `lr`."""
     maxima = max_exp_avg_sqs if amsgrad else [None] * len(params)
-    _launch_multi_tensor("adam_step", [params, grads, exp_avgs, exp_avg_sqs, maxima], (
+    on_device = not isinstance(steps, numbers.Integral)
+    # on the device the kernel computes the per-step scalars itself (these by-value ones go unused)
+    c = adam_coefficients(1 if on_device else steps, 0.0 if on_device else lr, beta1, beta2, weight_decay)
+    _launch_multi_tensor("adam_step", [params, grads, exp_avgs, exp_avg_sqs, maxima,
+                                       steps if on_device else [None] * len(params)], (
         np.float32(weight_decay), np.float32(c["decay_factor"]), np.float32(c["beta1_weight"]),
         np.float32(c["beta1_complement"]), np.float32(beta2), np.float32(c["one_minus_beta2"]),
         np.float32(c["step_size"]), np.float32(c["bias_correction2_sqrt"]), np.float32(eps),
-        np.int32(bool(decoupled)), np.int32(bool(maximize))))
+        np.int32(bool(decoupled)), np.int32(bool(maximize)), lr if on_device else _NULL, np.float64(beta1),
+        np.float64(beta2), np.float64(weight_decay), _optional(skip)))
 
 
 def unscale_and_check_(grads, inv_scale, found_inf):
-    """grads *= inv_scale; found_inf (a device int32 array of one element) set to 1 on any inf/NaN."""
-    _launch_multi_tensor("unscale_and_check", [grads], (np.float32(inv_scale), found_inf))
+    """grads *= inv_scale (a number, or a device float32 array); found_inf (a device int32 array of one
+    element) set to 1 on any inf/NaN."""
+    inv_scale_value, device_inv_scale = _device_scalar(inv_scale)
+    _launch_multi_tensor("unscale_and_check", [grads], (inv_scale_value, found_inf, device_inv_scale))
 
 
 # --- dropout -------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from .fused_reference import ACTIVATIONS
 
 __all__ = [
     "available_for", "emulate_kernels", "ACTIVATIONS", "bias_act_forward", "bias_act_backward", "softmax",
-    "log_softmax", "softmax_cross_entropy", "layer_norm_forward", "layer_norm_backward", "sgd_momentum_step_", "adam_step_", "unscale_and_check_",
-    "dropout_mask", "dropout_forward", "dropout_backward",
+    "log_softmax", "softmax_cross_entropy", "layer_norm_forward", "layer_norm_backward", "sgd_momentum_step_",
+    "adam_step_", "unscale_and_flag_", "unscale_and_check_", "dropout_mask", "dropout_forward", "dropout_backward",
 ]
 
 _MAX_OFFSET = 2**62  # the kernels index Philox blocks with signed 64-bit arithmetic
@@ -255,63 +255,88 @@ def _take(lst, indices):
     return None if lst is None else [lst[i] for i in indices]
 
 
+def _check_device_scalars(op, params, **scalars):
+    """Scalars given as device arrays (a captured step) sit on the parameters' device."""
+    arrays = [a for a in scalars.values() if a is not None and not isinstance(a, numbers.Number)]
+    if arrays and params:
+        _check_same_device(op, params[0], *arrays)
+
+
 def sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, weight_decay, first_step, *,
-                       maximize=False):
+                       maximize=False, skip=None):
     """One SGD step (PyTorch's formulation) in place on params and, with momentum, on bufs.
 
     g = grad (+ weight_decay * p); with momentum: buf = g on the first step, else
     momentum * buf + (1 - dampening) * g, and g = g + momentum * buf (nesterov) or buf; p -= lr * g.
-    bufs may be None when momentum is 0.
+    bufs may be None when momentum is 0. For a captured step (CUDA graph) lr may be a float64 device
+    array, read when the step runs, and `skip` an int32 device flag (GradScaler's found_inf): when it
+    is set nothing is written.
     """
     bufs = bufs if momentum != 0 else None
     _check_tensor_lists("sgd_momentum_step_", params=params, grads=grads, bufs=bufs)
+    _check_device_scalars("sgd_momentum_step_", params, lr=lr, skip=skip)
     groups, rest = _partition([params, grads, bufs])
     for indices in groups:
         _launcher.sgd_momentum_step_(_take(params, indices), _take(grads, indices), _take(bufs, indices), lr,
-                                        momentum, dampening, nesterov, weight_decay, first_step, maximize)
+                                     momentum, dampening, nesterov, weight_decay, first_step, maximize, skip)
     if rest:
         reference.sgd_momentum_step_(_take(params, rest), _take(grads, rest), _take(bufs, rest), lr, momentum,
-                                     dampening, nesterov, weight_decay, first_step, maximize)
+                                     dampening, nesterov, weight_decay, first_step, maximize, skip)
 
 
 def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
-               decoupled, amsgrad, *, maximize=False):
+               decoupled, amsgrad, *, maximize=False, skip=None):
     """One Adam (decoupled=False) or AdamW (decoupled=True) step, PyTorch's formulation, in place on
     params and the moment arrays; `step` counts this step from 1; max_exp_avg_sqs is used (and may
-    only be None) without amsgrad."""
+    only be None) without amsgrad. For a captured step (CUDA graph) `step` may instead be a list of
+    one float64 device array per parameter holding its count (already counting this step), lr a
+    float64 device array and `skip` an int32 device flag, as in sgd_momentum_step_."""
     max_exp_avg_sqs = max_exp_avg_sqs if amsgrad else None
     _check_tensor_lists("adam_step_", params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs,
                         max_exp_avg_sqs=max_exp_avg_sqs)
-    if step < 1:
+    _check_device_scalars("adam_step_", params, lr=lr, skip=skip)
+    per_parameter = not isinstance(step, numbers.Integral)
+    if per_parameter and len(step) != len(params):
+        raise ValueError(f"adam_step_: step has {len(step)} counts, params has {len(params)}")
+    if not per_parameter and step < 1:
         raise ValueError(f"adam_step_: step counts from 1, got {step}")
     lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
     groups, rest = _partition(lists)
-    coefficients = reference.adam_coefficients(step, lr, beta1, beta2, weight_decay)
+    hyperparameters = (lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize, skip)
     for indices in groups:
-        _launcher.adam_step_(*(_take(lst, indices) for lst in lists), coefficients, weight_decay, beta2, eps,
-                                decoupled, amsgrad, maximize)
+        _launcher.adam_step_(*(_take(lst, indices) for lst in lists), _take(step, indices) if per_parameter else step,
+                             *hyperparameters)
     if rest:
-        reference.adam_step_(*(_take(lst, rest) for lst in lists), step, lr, beta1, beta2, eps, weight_decay,
-                             decoupled, amsgrad, maximize)
+        reference.adam_step_(*(_take(lst, rest) for lst in lists), _take(step, rest) if per_parameter else step,
+                             *hyperparameters)
+
+
+def unscale_and_flag_(grads, inv_scale, found_inf):
+    """Multiply every gradient by inv_scale in place (fp32 products) and set found_inf (an int32 array
+    of one element, or 0-d, on the gradients' device) to 1 when any result is inf or NaN; it is never
+    cleared here and never read: nothing waits for the device. inv_scale is a number or, for a
+    captured step, a float32 device array. On the GPU one launch covers all gradients of a dtype."""
+    _check_tensor_lists("unscale_and_flag_", grads=grads)
+    _unscale_and_flag(grads, inv_scale, found_inf)
+
+
+def _unscale_and_flag(grads, inv_scale, found_inf):
+    groups, rest = _partition([grads])
+    for indices in groups:
+        _launcher.unscale_and_check_(_take(grads, indices), inv_scale, found_inf)
+    if rest:
+        found_inf |= reference.unscale_and_flag_(_take(grads, rest), inv_scale)
 
 
 def unscale_and_check_(grads, inv_scale):
     """Multiply every gradient by inv_scale in place (fp32 products); True when any result is inf or
-    NaN. On the GPU one launch covers all gradients of a dtype, and however the gradients split
-    between kernels and the reference, the answer is read back from the device once."""
+    NaN, read back from the device once (a host read: see backend.host_read)."""
     _check_tensor_lists("unscale_and_check_", grads=grads)
     if not grads:
         return False
-    groups, rest = _partition([grads])
-    flags = []
-    if groups:
-        found_inf = backend.xp(grads[groups[0][0]]).zeros((1,), dtype=np.int32)
-        for indices in groups:
-            _launcher.unscale_and_check_(_take(grads, indices), inv_scale, found_inf)
-        flags.append(found_inf[0] != 0)
-    if rest:
-        flags.append(reference.unscale_and_flag_(_take(grads, rest), inv_scale))
-    return bool(flags[0] | flags[1]) if len(flags) == 2 else bool(flags[0])
+    found_inf = backend.xp(grads[0]).zeros((), dtype=np.int32)
+    _unscale_and_flag(grads, inv_scale, found_inf)
+    return bool(backend.host_read(found_inf, "GradScaler's overflow check"))
 
 
 # --- dropout -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ float64, and results are stored back in the data's dtype. No argument checking h
 checks arguments once for both implementations.
 """
 import math
+import numbers
 
 import numpy as np  # dtype names only; computation goes through backend.xp
 
@@ -174,8 +175,31 @@ def layer_norm_backward(dy, x, w, mean, rstd):
     return dx.astype(x.dtype, copy=False), dw, db
 
 
+# --- optimizer steps ------------------------------------------------------------------------------
+#
+# In a captured step (a CUDA graph) the scalars that change between replays are device arrays: the
+# learning rate, Adam's step counts, GradScaler's 1 / scale; `skip` (GradScaler's found_inf, a device
+# int flag) leaves every array unwritten when set. Device scalars hold what the host would (float64
+# for lr and step counts) and are cast to the arrays' compute dtype where a Python number would be
+# (NumPy casts Python scalars the same way), so both forms of a step give the same bits.
+
+
+def _as_operand(value, dtype):
+    """A scalar ready to meet arrays of `dtype`: Python numbers as they are, device values cast."""
+    return value if isinstance(value, numbers.Number) and not hasattr(value, "dtype") else value.astype(dtype)
+
+
+def _store(target, value, skip):
+    """target[...] = value, unless the device flag `skip` is set (then target keeps its bits)."""
+    target[...] = value if skip is None else backend.xp(target).where(skip != 0, target, value)
+
+
+def _sqrt(x):
+    return math.sqrt(x) if isinstance(x, float) else backend.xp(x).sqrt(x)
+
+
 def sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, weight_decay, first_step,
-                       maximize=False):
+                       maximize=False, skip=None):
     """PyTorch's SGD step, in place on params and (with momentum) bufs; on the first step buf = g."""
     for i, (param, grad) in enumerate(zip(params, grads)):
         p = _widen(param)
@@ -185,13 +209,15 @@ def sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, w
         if momentum != 0:
             buf = bufs[i]
             b = g if first_step else momentum * _widen(buf) + (1 - dampening) * g
-            buf[...] = b
+            _store(buf, b, skip)
             g = g + momentum * b if nesterov else b
-        param[...] = p + (-lr) * g
+        _store(param, p + (-_as_operand(lr, p.dtype)) * g, skip)
 
 
 def adam_coefficients(step, lr, beta1, beta2, weight_decay):
-    """The per-step scalars of Adam, computed once in double precision (kernel and reference share them)."""
+    """The per-step scalars of Adam, computed once in double precision (kernel and reference share them);
+    step and lr may be float64 device arrays (a captured step), giving device arrays for those that
+    depend on them."""
     beta1_weight = 1 - beta1
     return dict(
         decay_factor=1 - lr * weight_decay,
@@ -199,28 +225,38 @@ def adam_coefficients(step, lr, beta1, beta2, weight_decay):
         beta1_complement=1 - beta1_weight,
         one_minus_beta2=1 - beta2,
         step_size=lr / (1 - beta1**step),
-        bias_correction2_sqrt=math.sqrt(1 - beta2**step),
+        bias_correction2_sqrt=_sqrt(1 - beta2**step),
     )
 
 
 def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
-               decoupled, amsgrad, maximize=False):
-    """PyTorch's Adam (decoupled=False) / AdamW (decoupled=True) step, in place; `step` counts from 1."""
-    adam_step_with_coefficients_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                 adam_coefficients(step, lr, beta1, beta2, weight_decay), weight_decay, beta2, eps,
-                                 decoupled, amsgrad, maximize)
+               decoupled, amsgrad, maximize=False, skip=None):
+    """PyTorch's Adam (decoupled=False) / AdamW (decoupled=True) step, in place; `step` counts from 1 (an
+    int), or is a list of one device array per parameter holding its count (a captured step)."""
+    args = (weight_decay, beta2, eps, decoupled, amsgrad, maximize, skip)
+    if isinstance(step, numbers.Integral):
+        adam_step_with_coefficients_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                     adam_coefficients(step, lr, beta1, beta2, weight_decay), *args)
+        return
+    for i, count in enumerate(step):
+        # a masked (skipped) first step still has count 0, whose bias correction divides by zero; its
+        # results are discarded, so any count >= 1 serves
+        count = count if skip is None else backend.xp(count).maximum(count, 1)
+        adam_step_with_coefficients_([params[i]], [grads[i]], [exp_avgs[i]], [exp_avg_sqs[i]],
+                                     [max_exp_avg_sqs[i]] if amsgrad else None,
+                                     adam_coefficients(count, lr, beta1, beta2, weight_decay), *args)
 
 
 def adam_step_with_coefficients_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, coefficients, weight_decay,
-                                 beta2, eps, decoupled, amsgrad, maximize):
-    """adam_step_ from the per-step scalars of adam_coefficients (the kernel launcher's arguments).
+                                 beta2, eps, decoupled, amsgrad, maximize, skip=None):
+    """adam_step_ from the per-step scalars of adam_coefficients.
 
     Every operation is rounded in the order of gradtensor.optim.adam.adam_update, so on NumPy arrays
     the two agree exactly."""
-    c = coefficients
     for i, (param, grad) in enumerate(zip(params, grads)):
         xp = backend.xp(param)
         p = _widen(param)
+        c = {key: _as_operand(value, p.dtype) for key, value in coefficients.items()}
         g = -_widen(grad) if maximize else _widen(grad)
         if weight_decay != 0:
             if decoupled:
@@ -237,28 +273,32 @@ def adam_step_with_coefficients_(params, grads, exp_avgs, exp_avg_sqs, max_exp_a
         second_moment = v
         if amsgrad:
             second_moment = xp.maximum(_widen(max_exp_avg_sqs[i]), v)
-            max_exp_avg_sqs[i][...] = second_moment
+            _store(max_exp_avg_sqs[i], second_moment, skip)
         denom = xp.sqrt(second_moment) / c["bias_correction2_sqrt"] + eps
-        param[...] = p + ((-c["step_size"]) * m) / denom
-        exp_avgs[i][...] = m
-        exp_avg_sqs[i][...] = v
+        _store(param, p + ((-c["step_size"]) * m) / denom, skip)
+        _store(exp_avgs[i], m, skip)
+        _store(exp_avg_sqs[i], v, skip)
 
 
 def unscale_and_flag_(grads, inv_scale):
-    """Multiply each gradient by inv_scale in place (the product in float32 for float16: 1/scale is
-    subnormal in float16); returns a 0-d bool array, True when any result is inf or NaN. It stays on
-    the device: the caller reads it back once, together with any other flags."""
+    """Multiply each gradient by inv_scale (a number, or a float32 device array) in place (the product
+    in float32 for float16: 1/scale is subnormal in float16); returns a 0-d bool array, True when any
+    result is inf or NaN. It stays on the device: the caller reads it back once, together with any
+    other flags, or not at all (a captured step)."""
     flags = []
     for g in grads:
         mod = backend.xp(g)
-        mod.multiply(g, mod.float32(inv_scale), out=g, casting="unsafe")
+        factor = mod.float32(inv_scale) if isinstance(inv_scale, numbers.Real) else inv_scale
+        mod.multiply(g, factor, out=g, casting="unsafe")
         flags.append(mod.isfinite(g).all())
     return ~backend.xp(grads[0]).stack(flags).all()
 
 
 def unscale_and_check_(grads, inv_scale):
     """Multiply each gradient by inv_scale in place; True when any result is inf or NaN."""
-    return bool(unscale_and_flag_(grads, inv_scale)) if grads else False
+    if not grads:
+        return False
+    return bool(backend.host_read(unscale_and_flag_(grads, inv_scale), "the overflow check of unscale_and_check_"))
 
 
 # --- dropout: Philox4x32-10, vectorised over uint32 arrays --------------------------------------
@@ -384,15 +424,15 @@ class KernelEmulator:
 
     @staticmethod
     def sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, weight_decay, first_step,
-                           maximize):
+                           maximize, skip=None):
         sgd_momentum_step_(params, grads, bufs, lr, momentum, dampening, nesterov, weight_decay, first_step,
-                           maximize)
+                           maximize, skip)
 
     @staticmethod
-    def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, coefficients, weight_decay, beta2, eps,
-                   decoupled, amsgrad, maximize):
-        adam_step_with_coefficients_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, coefficients,
-                                     weight_decay, beta2, eps, decoupled, amsgrad, maximize)
+    def adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                   decoupled, amsgrad, maximize, skip=None):
+        adam_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                   decoupled, amsgrad, maximize, skip)
 
     @staticmethod
     def unscale_and_check_(grads, inv_scale, found_inf):

@@ -178,7 +178,7 @@ class Tensor:
     def item(self):
         if self.size != 1:
             raise ValueError(f"item: only single-element tensors convert to a Python number, got shape {self.shape}")
-        return self.data.item()
+        return backend.host_read(self.data, "Tensor.item()").item()
 
     def tolist(self):
         return backend.to_host(self.data).tolist()

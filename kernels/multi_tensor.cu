@@ -9,14 +9,24 @@
 //
 // Entry points (suffix f32 / f16: all operands of one launch have that type; arithmetic in fp32):
 //   sgd_step_<s>(table, tensors, chunk_size, lr, momentum, grad_weight, weight_decay, nesterov, first_step,
-//                maximize)                                         lists: param, grad, momentum buffer
+//                maximize, device_lr, skip)                        lists: param, grad, momentum buffer
 //       grad_weight = 1 - dampening, folded on the host so it is rounded once, as in the reference
 //   adam_step_<s>(table, tensors, chunk_size, weight_decay, decay_factor, beta1_weight, beta1_complement,
-//                 beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, decoupled, maximize)
+//                 beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, decoupled, maximize,
+//                 device_lr, beta1_exact, beta2_exact, weight_decay_exact, skip)
 //                                                                  lists: param, grad, exp_avg, exp_avg_sq,
-//                                                                         max_exp_avg_sq
-//   unscale_and_check_<s>(table, tensors, chunk_size, inv_scale, found_inf)   lists: grad
+//                                                                         max_exp_avg_sq, step count
+//   unscale_and_check_<s>(table, tensors, chunk_size, inv_scale, found_inf, device_inv_scale)   lists: grad
 //       grad *= inv_scale; *found_inf = 1 when any result is inf or NaN (never cleared here).
+//
+// Captured steps (CUDA graphs) cannot take scalars that change between replays by value, so they read
+// them from device memory; the pointers are null otherwise and the by-value arguments are used:
+//   device_lr (double): the learning rate. Adam then computes its per-step scalars itself, in double
+//       precision as the host does, from it, each tensor's step count (list 5, a double counting this
+//       step) and the *_exact hyperparameters: decay_factor = 1 - lr * wd, step_size = lr / (1 - beta1^t),
+//       bias_correction2_sqrt = sqrt(1 - beta2^t), each rounded to float once.
+//   device_inv_scale (float): GradScaler's 1 / scale.
+//   skip (int): GradScaler's found_inf; when it is set the step writes nothing (a skipped step).
 #include "common.cuh"
 
 namespace {
@@ -45,6 +55,15 @@ __device__ __forceinline__ T* operand(const long long* table, int list, int tens
     return base ? base + c.begin : nullptr;
 }
 
+// The operand `list` of tensor `tensor` itself (not offset to a chunk): a per-tensor scalar.
+template <typename T>
+__device__ __forceinline__ const T* tensor_scalar(const long long* table, int list, int tensors, int tensor) {
+    return reinterpret_cast<const T*>(table[(long long)list * tensors + tensor]);
+}
+
+// True when the device flag says this step is skipped (GradScaler found an inf/NaN gradient).
+__device__ __forceinline__ bool skipped(const int* skip) { return skip != nullptr && *skip != 0; }
+
 // Packs only when every operand in use shares the alignment of the first.
 __device__ __forceinline__ bool aligned_alike(const void* first, const void* other) {
     return other == nullptr || gt::same_alignment(first, other);
@@ -63,7 +82,10 @@ __device__ __forceinline__ gt::Pack<T, W> load_or_zero(const T* ptr) {
 // g = nesterov ? g + momentum * buf : buf; p -= lr * g.
 template <typename T>
 __device__ void sgd_step(const long long* table, int tensors, long long chunk_size, float lr, float momentum,
-                         float grad_weight, float weight_decay, int nesterov, int first_step, int maximize) {
+                         float grad_weight, float weight_decay, int nesterov, int first_step, int maximize,
+                         const double* device_lr, const int* skip) {
+    if (skipped(skip)) return;
+    if (device_lr) lr = (float)*device_lr;
     const Chunk c = block_chunk(table, 3, tensors, chunk_size);
     T* param = operand<T>(table, 0, tensors, c);
     const T* grad = operand<T>(table, 1, tensors, c);
@@ -106,8 +128,17 @@ template <typename T>
 __device__ void adam_step(const long long* table, int tensors, long long chunk_size, float weight_decay,
                           float decay_factor, float beta1_weight, float beta1_complement, float beta2,
                           float one_minus_beta2, float step_size, float bias_correction2_sqrt, float eps,
-                          int decoupled, int maximize) {
-    const Chunk c = block_chunk(table, 5, tensors, chunk_size);
+                          int decoupled, int maximize, const double* device_lr, double beta1_exact,
+                          double beta2_exact, double weight_decay_exact, const int* skip) {
+    if (skipped(skip)) return;
+    const Chunk c = block_chunk(table, 6, tensors, chunk_size);
+    if (device_lr) {
+        const double lr = *device_lr;
+        const double step = *tensor_scalar<double>(table, 5, tensors, c.tensor);
+        decay_factor = (float)(1.0 - lr * weight_decay_exact);
+        step_size = (float)(lr / (1.0 - pow(beta1_exact, step)));
+        bias_correction2_sqrt = (float)sqrt(1.0 - pow(beta2_exact, step));
+    }
     T* param = operand<T>(table, 0, tensors, c);
     const T* grad = operand<T>(table, 1, tensors, c);
     T* exp_avg = operand<T>(table, 2, tensors, c);
@@ -156,7 +187,8 @@ __device__ void adam_step(const long long* table, int tensors, long long chunk_s
 
 template <typename T>
 __device__ void unscale_and_check(const long long* table, int tensors, long long chunk_size, float inv_scale,
-                                  int* found_inf) {
+                                  int* found_inf, const float* device_inv_scale) {
+    if (device_inv_scale) inv_scale = *device_inv_scale;
     const Chunk c = block_chunk(table, 1, tensors, chunk_size);
     T* grad = operand<T>(table, 0, tensors, c);
     bool all_finite = true;
@@ -180,21 +212,24 @@ __device__ void unscale_and_check(const long long* table, int tensors, long long
 #define GT_MULTI_TENSOR_ENTRY_POINTS(SUFFIX, T)                                                                \
     extern "C" __global__ void sgd_step_##SUFFIX(const long long* table, int tensors, long long chunk_size,    \
                                                  float lr, float momentum, float grad_weight, float weight_decay, \
-                                                 int nesterov, int first_step, int maximize) {                 \
+                                                 int nesterov, int first_step, int maximize,                   \
+                                                 const double* device_lr, const int* skip) {                   \
         sgd_step<T>(table, tensors, chunk_size, lr, momentum, grad_weight, weight_decay, nesterov, first_step,   \
-                    maximize);                                                                                 \
+                    maximize, device_lr, skip);                                                                \
     }                                                                                                          \
     extern "C" __global__ void adam_step_##SUFFIX(                                                             \
         const long long* table, int tensors, long long chunk_size, float weight_decay, float decay_factor,     \
         float beta1_weight, float beta1_complement, float beta2, float one_minus_beta2, float step_size,       \
-        float bias_correction2_sqrt, float eps, int decoupled, int maximize) {                                 \
+        float bias_correction2_sqrt, float eps, int decoupled, int maximize, const double* device_lr,          \
+        double beta1_exact, double beta2_exact, double weight_decay_exact, const int* skip) {                  \
         adam_step<T>(table, tensors, chunk_size, weight_decay, decay_factor, beta1_weight, beta1_complement,   \
-                     beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, decoupled, maximize);      \
+                     beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps, decoupled, maximize,       \
+                     device_lr, beta1_exact, beta2_exact, weight_decay_exact, skip);                           \
     }                                                                                                          \
     extern "C" __global__ void unscale_and_check_##SUFFIX(const long long* table, int tensors,                 \
                                                           long long chunk_size, float inv_scale,               \
-                                                          int* found_inf) {                                    \
-        unscale_and_check<T>(table, tensors, chunk_size, inv_scale, found_inf);                                \
+                                                          int* found_inf, const float* device_inv_scale) {     \
+        unscale_and_check<T>(table, tensors, chunk_size, inv_scale, found_inf, device_inv_scale);              \
     }
 
 GT_MULTI_TENSOR_ENTRY_POINTS(f32, float)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gradtensor as gt
+from gradtensor import backend
 from gradtensor.ops import _autocast
 
 cpu_fp16 = dict(device_type="cpu", dtype=gt.float16)
@@ -250,3 +251,123 @@ def test_nn_functions_follow_the_autocast_lists():
     assert np.abs(norm.running_mean.numpy()).sum() > 0
     loss.backward()
     assert linear.weight.grad.dtype == gt.float32 and linear.bias.grad.dtype == gt.float32
+
+
+# --- the device form (inside a step captured by gt.cuda.graph) -------------------------------------------
+# A graph's warm-up switches the scaler to device arrays; "captured" iterations run here eagerly with host
+# reads forbidden (NumPy computes at once), as a captured graph would, and must follow the host rule.
+
+class GraphRun:
+    """Runs scaler iterations as gt.cuda.graph would: the first as the warm-up, later ones captured."""
+
+    def __init__(self):
+        self.session = backend.GraphSession()
+        self.calls = 0
+
+    def __call__(self, body):
+        self.calls += 1
+        if self.calls == 1:
+            with backend.graph_warmup(self.session):
+                return body()
+        for participant in self.session.participants:
+            participant._graph_refresh()
+        with backend.forbid_host_reads(self.session):
+            return body()
+
+
+SCALER_CONFIGS = [dict(init_scale=8.0, growth_interval=2),
+                  dict(init_scale=1000.0, growth_factor=3.0, backoff_factor=0.3, growth_interval=3)]
+GRADIENT_SEQUENCE = [1.0, 1.0, float("inf"), 1.0, float("nan"), 1.0, 1.0, 1.0, float("inf"), float("inf"), 1.0, 1.0]
+
+
+@pytest.mark.parametrize("config", SCALER_CONFIGS, ids=["powers-of-two", "other-factors"])
+def test_device_form_follows_the_host_rule_on_injected_overflows(config):
+    runs = {}
+    for form in ("host", "device"):
+        p = gt.zeros(3, requires_grad=True)
+        opt = gt.optim.SGD([p], lr=0.25, momentum=0.5)
+        scaler = _scaler(**config)
+        run = GraphRun() if form == "device" else (lambda body: body())
+        history = []
+        for g in GRADIENT_SEQUENCE:
+            run(lambda: _step_with_grad(scaler, opt, p, g))
+            history.append((scaler.state_dict(), p.numpy().tolist()))
+        assert (scaler._device_state is not None) == (form == "device")
+        runs[form] = history
+    assert runs["device"] == runs["host"]
+    scales = [state["scale"] for state, _ in runs["host"]]
+    assert len(set(scales)) > 3  # the sequence both backs off and grows
+
+
+def test_device_form_masks_the_optimizer_step():
+    p = gt.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    opt = gt.optim.Adam([p], lr=0.1, amsgrad=True)
+    scaler = _scaler(init_scale=4.0)
+    run = GraphRun()
+    run(lambda: _step_with_grad(scaler, opt, p, 2.0))  # warm-up: the state exists from here on
+    params, state = p.numpy(), {k: v.numpy() for k, v in opt.state[p].items()}
+    p.grad = gt.full((3,), float("nan"))
+    result = run(lambda: scaler.step(opt, closure=lambda: 7.0))
+    assert result == 7.0  # on the device the skip is not known on the host: the optimizer's value comes back
+    np.testing.assert_array_equal(p.numpy(), params)
+    for key, value in opt.state[p].items():
+        np.testing.assert_array_equal(value.numpy(), state[key])
+    run(scaler.update)
+    assert scaler.get_scale() == 2.0
+
+
+def test_device_form_reads_the_host_only_when_asked():
+    p = gt.zeros(2, requires_grad=True)
+    opt = gt.optim.SGD([p], lr=0.1)
+    scaler = _scaler(init_scale=16.0)
+    run = GraphRun()
+    run(lambda: _step_with_grad(scaler, opt, p, 1.0))
+    with pytest.raises(backend.HostReadError, match=r"GradScaler.get_scale\(\)"):
+        run(scaler.get_scale)
+    session = backend.GraphSession()
+    with backend.graph_warmup(session):
+        scaler.state_dict()
+    assert "GradScaler.get_scale()/state_dict() reads a device value on the host" in session.blockers[0]
+    run(lambda: scaler.update(new_scale=gt.tensor(64.0)))
+    assert scaler.get_scale() == 64.0
+    run(lambda: scaler.update(new_scale=32.0))
+    scaler.load_state_dict(dict(scaler.state_dict(), _growth_tracker=5))
+    assert scaler.state_dict()["scale"] == 32.0 and scaler.state_dict()["_growth_tracker"] == 5
+
+
+def test_leaving_the_device_form_keeps_the_numbers():
+    p = gt.zeros(2, requires_grad=True)
+    opt = gt.optim.SGD([p], lr=0.1)
+    scaler = _scaler(init_scale=8.0, growth_interval=2)
+    run = GraphRun()
+    for g in (1.0, float("inf"), 1.0):
+        run(lambda: _step_with_grad(scaler, opt, p, g))
+    state = scaler.state_dict()
+    scaler._leave_graph_mode()  # what gt.cuda.graph does when it gives up before capturing
+    assert scaler._device_state is None and scaler.state_dict() == state == dict(state, scale=4.0, _growth_tracker=1)
+    assert _step_with_grad(scaler, opt, p, float("inf")) is None  # the host form skips on the host again
+    assert scaler.get_scale() == 2.0
+
+
+def test_device_form_with_an_optimizer_that_cannot_skip_on_the_device():
+    p = gt.zeros(2, requires_grad=True)
+    opt = gt.optim.RMSprop([p], lr=0.1)
+    scaler = _scaler(init_scale=8.0)
+    session = backend.GraphSession()
+    with backend.graph_warmup(session):
+        _step_with_grad(scaler, opt, p, float("inf"))
+    np.testing.assert_array_equal(p.numpy(), [0.0, 0.0])  # skipped, decided by a (noted) host read
+    assert any("RMSprop cannot skip a step on the device" in blocker for blocker in session.blockers)
+    assert scaler.get_scale() == 4.0
+
+
+def test_sgd_first_momentum_step_with_dampening_under_a_device_mask_reads_the_flag():
+    # a masked first step would leave a zero buffer, and dampening would then make the next step differ
+    # from the first step's buf = g: that one case asks the host whether the step is skipped
+    p = gt.ones(2, requires_grad=True)
+    opt = gt.optim.SGD([p], lr=0.1, momentum=0.9, dampening=0.5)
+    scaler = _scaler(init_scale=8.0)
+    with backend.graph_warmup() as session:
+        _step_with_grad(scaler, opt, p, float("inf"))
+    assert session.blockers[0].startswith("SGD's first momentum step with dampening under a GradScaler")
+    assert "momentum_buffer" not in opt.state[p] and p.tolist() == [1.0, 1.0]  # skipped, as on the host

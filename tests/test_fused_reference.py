@@ -1,6 +1,7 @@
 """gradtensor.fused on NumPy arrays (the reference implementations the CUDA kernels are tested against):
 each against an independent plain formula, finite differences, gradtensor's own optimizer updates, or
 (when installed) PyTorch; the Philox generator against its published known-answer vectors."""
+import contextlib
 import math
 
 import numpy as np
@@ -432,6 +433,122 @@ def test_unscale_and_check(dtype):
     grads[1][2] = np.nan
     assert fused.unscale_and_check_(grads, 0.5) is True
     assert fused.unscale_and_check_([], 0.5) is False
+
+
+# --- captured steps: scalars in device arrays, GradScaler's mask --------------------------------------------
+# A CUDA graph replays its kernels with the arguments they were captured with, so a captured step reads
+# the learning rate, Adam's step counts and 1 / scale from device arrays and skips an overflowed step by
+# a device flag. Both forms must give the same bits, on the reference and (emulated) kernel paths.
+
+KERNEL_PATHS = [pytest.param(False, id="reference"), pytest.param(True, id="emulated-kernels")]
+
+
+def device_scalar(value, dtype=np.float64):
+    return np.array(value, dtype=dtype)
+
+
+def copies(arrays):
+    return [a.copy() for a in arrays]
+
+
+def assert_bits_equal(arrays, expected):
+    for a, e in zip(arrays, expected):
+        assert a.dtype == e.dtype
+        np.testing.assert_array_equal(a, e)
+
+
+def emulated(on):
+    return fused.emulate_kernels() if on else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("emulate", KERNEL_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", SGD_CONFIGS)
+def test_sgd_step_with_device_lr_equals_the_step_with_a_number(config, dtype, emulate):
+    params, bufs = make_params(dtype), make_params(dtype)
+    device_params, device_bufs = copies(params), copies(bufs)
+    args = (config["momentum"], config["dampening"], config["nesterov"], config["weight_decay"])
+    with emulated(emulate):
+        for step, lr in enumerate((0.1, 0.05, 0.3)):
+            grads = make_params(dtype)
+            fused.sgd_momentum_step_(params, grads, bufs, lr, *args, step == 0, maximize=config["maximize"])
+            fused.sgd_momentum_step_(device_params, grads, device_bufs, device_scalar(lr), *args, step == 0,
+                                     maximize=config["maximize"], skip=device_scalar(0, np.int32))
+    assert_bits_equal(device_params, params)
+    assert_bits_equal(device_bufs, bufs)
+
+
+@pytest.mark.parametrize("emulate", KERNEL_PATHS)
+@pytest.mark.parametrize("first_step", [True, False])
+def test_sgd_step_masked_by_the_device_flag_writes_nothing(first_step, emulate):
+    params, bufs, grads = make_params(np.float32), make_params(np.float32), make_params(np.float32)
+    before_params, before_bufs = copies(params), copies(bufs)
+    with emulated(emulate):
+        fused.sgd_momentum_step_(params, grads, bufs, device_scalar(0.1), 0.9, 0.1, False, 0.01, first_step,
+                                 skip=device_scalar(1, np.int32))
+    assert_bits_equal(params, before_params)
+    assert_bits_equal(bufs, before_bufs)
+
+
+def adam_arrays(dtype):
+    params = make_params(dtype)
+    state = [[np.zeros_like(p) for p in params] for _ in range(3)]
+    return params, state
+
+
+@pytest.mark.parametrize("emulate", KERNEL_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", ADAM_CONFIGS)
+def test_adam_step_with_device_counts_and_lr_equals_the_step_with_numbers(config, dtype, emulate):
+    params, state = adam_arrays(dtype)
+    device_params, device_state = copies(params), [copies(arrays) for arrays in state]
+    counts = [device_scalar(0) for _ in params]
+    args = (0.9, 0.99, 1e-8, config["weight_decay"], config["decoupled"], config["amsgrad"])
+    with emulated(emulate):
+        for step, lr in zip(range(1, 5), (0.01, 0.02, 0.005, 0.01)):
+            grads = make_params(dtype)
+            for count in counts:
+                count += 1  # what the optimizer's capturable form does before the step
+            fused.adam_step_(params, grads, *state, step, lr, *args, maximize=config["maximize"])
+            fused.adam_step_(device_params, grads, *device_state, counts, device_scalar(lr), *args,
+                             maximize=config["maximize"], skip=device_scalar(0, np.int32))
+    assert_bits_equal(device_params, params)
+    for arrays, expected in zip(device_state, state):
+        assert_bits_equal(arrays, expected)
+
+
+@pytest.mark.parametrize("emulate", KERNEL_PATHS)
+@pytest.mark.parametrize("count", [0, 3])  # 0: a first step masked before anything was counted
+def test_adam_step_masked_by_the_device_flag_writes_nothing(count, emulate):
+    params, state = adam_arrays(np.float32)
+    for arrays in state:
+        arrays[:] = [np.abs(a) + 0.5 for a in make_params(np.float32)]
+    before_params, before_state = copies(params), [copies(arrays) for arrays in state]
+    with emulated(emulate):
+        fused.adam_step_(params, make_params(np.float32), *state, [device_scalar(count) for _ in params],
+                         device_scalar(0.01), 0.9, 0.99, 1e-8, 0.1, True, True, skip=device_scalar(1, np.int32))
+    assert_bits_equal(params, before_params)
+    for arrays, expected in zip(state, before_state):
+        assert_bits_equal(arrays, expected)
+
+
+@pytest.mark.parametrize("emulate", KERNEL_PATHS)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_unscale_with_a_device_factor_flags_without_clearing(dtype, emulate):
+    grads = [rand(3, 4, dtype=dtype, scale=64), rand(5, dtype=dtype, scale=64)]
+    expected = copies(grads)
+    found_inf = device_scalar(0, np.int32)
+    with emulated(emulate):
+        assert fused.unscale_and_check_(expected, 1 / 64) is False
+        fused.unscale_and_flag_(grads, device_scalar(1 / 64, np.float32), found_inf)
+        assert_bits_equal(grads, expected)
+        assert found_inf == 0
+        grads[1][0] = np.inf
+        fused.unscale_and_flag_(grads, device_scalar(1.0, np.float32), found_inf)
+        assert found_inf == 1
+        grads[1][0] = 0
+        fused.unscale_and_flag_(grads, device_scalar(1.0, np.float32), found_inf)
+        assert found_inf == 1  # set, never cleared: GradScaler makes a new flag per step
 
 
 # --- argument checks -----------------------------------------------------------------------------------

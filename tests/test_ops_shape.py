@@ -280,3 +280,26 @@ def test_errors(fn, error, message):
     x = gt.ones(2, 3, requires_grad=True)
     with pytest.raises(error, match=message):
         fn(x)
+
+
+@pytest.mark.parametrize("shape, target", [
+    ((), (3, 4)), ((1,), (5,)), ((3, 1), (2, 3, 4)), ((2, 3), (4, 2, 3)), ((2, 1), (2, 0)), ((0,), (0,)),
+    ((3,), (4,)), ((2, 3), (3,)),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_broadcast_views_match_numpys(shape, target, layout):
+    from gradtensor import backend
+
+    size = int(np.prod(shape))
+    base = np.arange(2 * size, dtype=np.float32)
+    array = (base[::2] if layout == "strided" else base[:size]).reshape(shape)
+    try:
+        expected = np.broadcast_to(array, target)
+    except ValueError:
+        with pytest.raises(ValueError):
+            backend.broadcast_to(array, target)
+        return
+    view = backend.broadcast_to(array, target)
+    np.testing.assert_array_equal(view, expected)
+    assert view.shape == expected.shape and not view.flags.writeable
+    assert view.size == 0 or np.shares_memory(view, array)

@@ -1,12 +1,13 @@
 """Optimizers: update equations against NumPy references on a quadratic, PyTorch agreement, param groups,
 state_dict round trips, closures and errors."""
+import contextlib
 import math
 
 import numpy as np
 import pytest
 
 import gradtensor as gt
-from gradtensor import optim
+from gradtensor import backend, fused, optim
 
 # f(x) = sum(0.5 * A * x**2 - B * x): gradient A * x - B, minimum at B / A.
 A = np.array([1.0, 2.0, 0.5, 3.0])
@@ -420,3 +421,154 @@ def test_defaults_are_pytorchs():
     ada = optim.Adagrad([x]).defaults
     assert (ada["lr"], ada["lr_decay"], ada["initial_accumulator_value"], ada["eps"]) == (1e-2, 0, 0, 1e-10)
     assert optim.LAMB([x]).defaults == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0)
+
+
+# --- the capturable form (CUDA graphs) -------------------------------------------------------------------
+# gt.cuda.graph switches optimizers to a form whose changing scalars (learning rates, Adam's step counts)
+# live in device arrays. Here a graph's warm-up step and its "captured" steps run through the same
+# sessions eagerly (NumPy computes at once), host reads forbidden in the captured ones, and must give
+# exactly the bits of plain steps, with a scheduler changing the learning rate between steps.
+
+CAPTURABLE_CONFIGS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, maximize=True)),
+    ("Adam", dict(lr=0.1)),
+    ("Adam", dict(lr=0.05, amsgrad=True, weight_decay=0.1, maximize=True)),
+    ("AdamW", dict(lr=0.1)),
+    ("AdamW", dict(lr=0.1, weight_decay=0.5, amsgrad=True)),
+]
+CAPTURABLE_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for name, kw in CAPTURABLE_CONFIGS]
+
+
+def graph_step(opt, session, warm_up):
+    """One optimizer step as a graph's warm-up (warm_up) or as a captured step (host reads forbidden,
+    learning rates brought to the device first, as gt.cuda.graph does before each replay)."""
+    if warm_up:
+        with backend.graph_warmup(session):
+            opt.step()
+    else:
+        opt._graph_refresh()
+        with backend.forbid_host_reads(session):
+            opt.step()
+
+
+def run_schedule(name, kwargs, dtype, graph, steps=6, emulate=False, without_grad=None):
+    """Params and optimizer after `steps` steps with a StepLR halving every 2 steps; without_grad:
+    (step, parameter index) whose gradient is None at that step."""
+    params = [gt.tensor((X0 * (i + 1)).astype(dtype), requires_grad=True) for i in range(3)]
+    opt = build(name, kwargs, params)
+    scheduler = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    session = backend.GraphSession()
+    for step in range(steps):
+        compute_grads(params)
+        if without_grad is not None and step == without_grad[0]:
+            params[without_grad[1]].grad = None
+        with fused.emulate_kernels() if emulate else contextlib.nullcontext():
+            if graph:
+                graph_step(opt, session, warm_up=step == 0)
+            else:
+                opt.step()
+        scheduler.step()
+    return params, opt
+
+
+def assert_same_run(a, b):
+    (params_a, opt_a), (params_b, opt_b) = a, b
+    for pa, pb in zip(params_a, params_b):
+        assert pa.dtype == pb.dtype
+        np.testing.assert_array_equal(pa.numpy(), pb.numpy())
+    state_a, state_b = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert state_a.keys() == state_b.keys()
+    for index, values in state_a.items():
+        assert values.keys() == state_b[index].keys()
+        for key, value in values.items():
+            if key == "step":
+                assert type(state_b[index][key]) is int and state_b[index][key] == value
+            else:
+                np.testing.assert_array_equal(value.numpy(), state_b[index][key].numpy())
+
+
+@pytest.mark.parametrize("emulate", [False, True], ids=["reference", "emulated-kernels"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name,kwargs", CAPTURABLE_CONFIGS, ids=CAPTURABLE_IDS)
+def test_capturable_form_gives_the_bits_of_plain_steps(name, kwargs, dtype, emulate):
+    plain = run_schedule(name, kwargs, dtype, graph=False, emulate=emulate)
+    captured = run_schedule(name, kwargs, dtype, graph=True, emulate=emulate)
+    assert captured[1]._graph_mode
+    assert_same_run(plain, captured)
+
+
+@pytest.mark.parametrize("name,kwargs", [CAPTURABLE_CONFIGS[1], CAPTURABLE_CONFIGS[5]], ids=["SGD", "Adam"])
+def test_capturable_form_with_a_parameter_missing_its_gradient(name, kwargs):
+    # eager steps in the capturable form may leave a parameter out: only its step count stands still
+    plain = run_schedule(name, kwargs, np.float64, graph=False, without_grad=(3, 1))
+    captured = run_schedule(name, kwargs, np.float64, graph=True, without_grad=(3, 1))
+    assert_same_run(plain, captured)
+
+
+def test_state_made_inside_a_capture_is_refused():
+    # a graph that captured the state's creation would zero it again at every replay
+    with pytest.raises(backend.GraphCaptureError, match="state of a parameter"):
+        run_schedule("Adam", dict(lr=0.1), np.float64, graph=True, without_grad=(0, 2))
+
+
+def test_leaving_the_capturable_form_continues_bit_for_bit():
+    params = make_params()
+    opt = build("Adam", dict(lr=0.1, amsgrad=True), params)
+    session = backend.GraphSession()
+    for step in range(4):
+        compute_grads(params)
+        graph_step(opt, session, warm_up=step == 0)
+    opt._leave_graph_mode()  # what gt.cuda.graph does when it gives up before capturing
+    assert not opt._graph_mode and all(type(state["step"]) is int for state in opt.state.values())
+    for _ in range(2):
+        compute_grads(params)
+        opt.step()
+    plain = make_params()
+    plain_opt = build("Adam", dict(lr=0.1, amsgrad=True), plain)
+    train(plain_opt, plain, 6)
+    assert_same_run((plain, plain_opt), (params, opt))
+
+
+def test_state_dict_of_the_capturable_form_loads_into_either_form():
+    params = make_params()
+    opt = build("AdamW", dict(lr=0.1), params)
+    session = backend.GraphSession()
+    for step in range(3):
+        compute_grads(params)
+        graph_step(opt, session, warm_up=step == 0)
+    saved = opt.state_dict()
+    assert [state["step"] for state in saved["state"].values()] == [3, 3, 3]
+    runs = []
+    for form in ("host", "capturable after loading", "capturable before loading"):
+        resumed = [gt.tensor(p.numpy(), requires_grad=True) for p in params]
+        resumed_opt = build("AdamW", {}, resumed)
+        resumed_session = backend.GraphSession()
+        if form == "capturable before loading":
+            with backend.graph_warmup(resumed_session):
+                resumed_opt.step()  # no gradients yet: it only switches forms
+            assert resumed_opt._graph_mode
+        resumed_opt.load_state_dict(saved)
+        for step in range(2):
+            compute_grads(resumed)
+            if form == "host":
+                resumed_opt.step()
+            else:
+                graph_step(resumed_opt, resumed_session, warm_up=step == 0)
+        runs.append((resumed, resumed_opt))
+    assert_same_run(runs[0], runs[1])
+    assert_same_run(runs[0], runs[2])
+
+
+def test_optimizers_without_a_capturable_form_are_noted_and_step_on_the_host():
+    params = make_params(1)
+    opt = optim.RMSprop(params, lr=0.01)
+    compute_grads(params)
+    with backend.graph_warmup() as session:
+        opt.step()
+    assert not opt._graph_mode
+    assert len(session.blockers) == 1 and session.blockers[0].startswith("RMSprop.step() (only SGD, Adam and AdamW")
+    expected = run_reference(ref_rmsprop, dict(lr=0.01), steps=1)[0]
+    np.testing.assert_allclose(params[0].numpy(), expected, rtol=1e-12)

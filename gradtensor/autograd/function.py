@@ -250,7 +250,7 @@ def _check_finite(arrays, where):
         if a is None or a.dtype.kind != "f":
             continue
         mod = backend.xp(a)
-        if not bool(mod.isfinite(a).all()):
-            kind = "NaN" if bool(mod.isnan(a).any()) else "inf"
+        if not bool(backend.host_read(mod.isfinite(a).all(), "detect_anomaly")):
+            kind = "NaN" if bool(backend.host_read(mod.isnan(a).any(), "detect_anomaly")) else "inf"
             raise RuntimeError(f"detect_anomaly: {where} produced {kind} values (output shape {a.shape})")
 

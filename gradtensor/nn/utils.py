@@ -32,7 +32,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     xp = device.xp
     per_grad = [backend.to_device(array_norm(g.data, norm_type), device) for g in grads]
     total = array_norm(xp.stack(per_grad), norm_type)
-    if error_if_nonfinite and not bool(xp.isfinite(total)):
+    if error_if_nonfinite and not bool(
+        backend.host_read(xp.isfinite(total), "clip_grad_norm_(error_if_nonfinite=True)")
+    ):
         raise RuntimeError(
             f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {float(total)}, so they "
             "cannot be clipped; pass error_if_nonfinite=False to skip this check"

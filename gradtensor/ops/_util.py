@@ -67,7 +67,7 @@ def broadcast_errors(op, *operands):
 
 def expand_to(grad, shape):
     """grad broadcast to `shape`, as a view (a Tensor, or an array in a backward run on arrays)."""
-    return grad.broadcast_to(shape) if isinstance(grad, Tensor) else backend.xp(grad).broadcast_to(grad, shape)
+    return grad.broadcast_to(shape) if isinstance(grad, Tensor) else backend.broadcast_to(grad, shape)
 
 
 def sum_to(grad, shape):

@@ -74,7 +74,7 @@ def check_bounds(index, axis, shape, op):
         bad = None if -size <= index < size else index
     else:  # one device-side test; the offending value is looked up only on failure
         outside = (index < -size) | (index >= size)
-        bad = int(index[outside].reshape(-1)[0]) if index.size and bool(outside.any()) else None
+        bad = int(index[outside].reshape(-1)[0]) if index.size and backend.host_check(outside.any()) else None
     if bad is not None:
         raise IndexError(f"{op}: index {bad} is out of bounds for axis {axis} with size {size} (tensor shape {shape})")
 
@@ -95,7 +95,10 @@ def _convert_item(item, x):
         return int(item)
     array = index_array(item, x, "getitem")
     if array.dtype == dtypes.bool:
-        return bool(array) if array.ndim == 0 else array.copy()  # a copy: later changes cannot alter backward
+        if array.ndim == 0:
+            return bool(backend.host_read(array, "indexing with a 0-d boolean tensor"))
+        backend.capture_blocker("boolean-mask indexing (the size of its result depends on the data)")
+        return array.copy()  # a copy: later changes cannot alter backward
     if array.dtype.kind not in "iu":
         requires_grad = isinstance(item, Tensor) and item.requires_grad
         hint = " (a tensor that requires grad cannot be an index)" if requires_grad else ""

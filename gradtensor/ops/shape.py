@@ -199,7 +199,7 @@ class BroadcastTo(Function):
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
         try:
-            return backend.xp(x.data).broadcast_to(x.data, shape)
+            return backend.broadcast_to(x.data, shape)
         except ValueError:
             raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}") from None
 
@@ -250,16 +250,16 @@ def repeat(x, repeats, axis=None):
                 raise ValueError(
                     f"repeat: repeats of shape {counts.shape} do not match axis {axis} of size {n} (shape {x.shape})"
                 )
-            if bool((counts < 0).any()):
+            if backend.host_check((counts < 0).any()):
                 raise ValueError("repeat: repeats must be non-negative")
             # source of output position p: the number of cumulative counts <= p (device-side; CuPy's
             # repeat takes no array of counts)
             mod = backend.xp(x.data)
             ends = mod.cumsum(counts)
-            total = int(ends[-1]) if n else 0
+            total = int(backend.host_read(ends[-1], "repeat with tensor repeats")) if n else 0
             sources = mod.searchsorted(ends, mod.arange(total), side="right")
             return GetItem.apply(x, _along(axis, sources), True)
-        repeats = int(counts.reshape(()).item())
+        repeats = int(backend.host_read(counts.reshape(()), "repeat with tensor repeats").item())
     if repeats < 0:
         raise ValueError(f"repeat: repeats must be non-negative, got {repeats}")
     # (.., n, ..) -> (.., n, 1, ..) -> broadcast (.., n, r, ..) -> (.., n*r, ..): backward is a sum

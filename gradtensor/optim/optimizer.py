@@ -6,8 +6,18 @@ Optimizers with a multi-tensor GPU kernel (SGD, Adam, AdamW) also override `_ste
 updates a whole group: the parameters the kernel takes in one launch, the others one by one.
 Updates write into `param.data` in place, off the autograd tape: a parameter keeps its identity
 and memory, and its version counter is bumped so stale saved copies are detected.
+
+Capturable form (CUDA graphs, gradtensor.cuda_graph): a graph replays the kernels of the captured
+step with the arguments they had, so what changes between steps must live on the device. When a
+step captured by gt.cuda.graph first uses an optimizer that has such a form (SGD, Adam, AdamW,
+`_capturable`), it switches to it: each group's learning rate is read from a float64 device array
+(refreshed from param_groups before each step or replay, so schedulers work), Adam's step counts are
+device arrays, every parameter takes the multi-tensor path (gradtensor.fused, which handles these
+device scalars), and GradScaler's found_inf masks the update on the device (`_step_skipping_if`).
 """
 from collections import defaultdict
+
+import numpy as np  # dtype names only
 
 from .. import backend, dtypes, fused
 from ..autograd.grad_mode import enable_grad
@@ -21,10 +31,15 @@ class Optimizer:
     override `defaults` for that group.
     """
 
+    _capturable = False  # whether the step has a form a CUDA graph can capture (see the module docstring)
+
     def __init__(self, params, defaults):
         self.defaults = defaults
         self.state = defaultdict(dict)  # parameter -> its state dict (tensors hash by identity)
         self.param_groups = []
+        self._graph_mode = False  # in the capturable form
+        self._graph_lrs = []  # capturable form: [group, float64 device array of its lr, the lr it holds]
+        self._skip = None  # capturable form: GradScaler's found_inf flag while it masks this step
         if isinstance(params, Tensor):
             raise TypeError(
                 f"{type(self).__name__}: params must be an iterable of tensors or of dicts, got a single Tensor; "
@@ -83,6 +98,8 @@ class Optimizer:
         The closure re-evaluates the model (zero_grad, forward, backward) and returns the loss; it runs with
         gradient recording enabled even when step() is called under no_grad.
         """
+        if self._in_graph_mode() and not backend.capturing():
+            self._graph_refresh()
         loss = None
         if closure is not None:
             with enable_grad():
@@ -118,6 +135,82 @@ class Optimizer:
         """Apply one step to `param` (a Tensor) given its gradient array, its state dict and its group."""
         raise NotImplementedError
 
+    # --- the capturable form (CUDA graphs) -----------------------------------------------------------
+    def _in_graph_mode(self):
+        """True in the capturable form, to which the optimizer switches when a CUDA-graph session (the
+        warm-up of gt.cuda.graph) first uses it."""
+        if backend.join_graph_session(self) and not self._graph_mode:
+            name = type(self).__name__
+            if not self._capturable:
+                backend.capture_blocker(f"{name}.step() (only SGD, Adam and AdamW have a capturable form)")
+            elif backend.capturing():
+                backend.capture_blocker(f"{name} first used inside the capture (it needs the eager warm-up)")
+            else:
+                self._graph_mode = True
+                self._state_to_device_form()
+        return self._graph_mode
+
+    def _lr_for(self, group):
+        """The group's learning rate: a number, or in the capturable form the device array holding it."""
+        if not self._graph_mode:
+            return group["lr"]
+        for entry in self._graph_lrs:
+            if entry[0] is group:
+                return entry[1]
+        if backend.capturing():
+            backend.capture_blocker(f"{type(self).__name__}: a parameter group first stepped inside the capture")
+        array = backend.to_device(np.array(group["lr"], dtype=np.float64), group["params"][0].device)
+        self._graph_lrs.append([group, array, group["lr"]])
+        return array
+
+    def _graph_refresh(self):
+        """Bring the groups' learning rates to their device arrays where they changed (a scheduler
+        stepped): before each step in the capturable form, and before each graph replay."""
+        for entry in self._graph_lrs:
+            group, array, value = entry
+            if group["lr"] != value:
+                array[...] = group["lr"]
+                entry[2] = group["lr"]
+
+    def _step_skipping_if(self, skip, *args, **kwargs):
+        """step(), with every write masked on the device by `skip` (GradScaler's found_inf flag)."""
+        self._skip = skip
+        try:
+            return self.step(*args, **kwargs)
+        finally:
+            self._skip = None
+
+    def _new_state(self, param):
+        """Called before a parameter's state is made: a graph that captured it would remake it (zeros)
+        at every replay."""
+        if backend.capturing():
+            backend.capture_blocker(f"{type(self).__name__}: the state of a parameter (shape {param.shape}) "
+                                    "made inside the capture (its first step must come in the eager warm-up)")
+
+    def _graph_snapshot(self):
+        """A function restoring the parameters' gradient bindings as they are now: after a failed
+        capture, and after each replay (which does not run the Python that set them)."""
+        bindings = [(param, param.grad) for group in self.param_groups for param in group["params"]]
+
+        def restore():
+            for param, grad in bindings:
+                param.grad = grad
+
+        return restore
+
+    def _leave_graph_mode(self):
+        """Back to the host form (the graph wrapper gave up before capturing anything)."""
+        if self._graph_mode:
+            self._state_to_host_form()
+            self._graph_mode = False
+            self._graph_lrs = []
+
+    def _state_to_device_form(self):
+        """Move the state's changing scalars to the device (Adam's step counts); nothing by default."""
+
+    def _state_to_host_form(self):
+        """Undo _state_to_device_form."""
+
     # --- checkpointing ---------------------------------------------------------------------
     def state_dict(self):
         """The optimizer's state as {"state": {index: {...}}, "param_groups": [{..., "params": [index, ...]}]}.
@@ -133,7 +226,7 @@ class Optimizer:
                 index_of.setdefault(id(param), len(index_of))
             packed["params"] = [index_of[id(param)] for param in group["params"]]
             param_groups.append(packed)
-        state = {index_of[id(param)]: dict(values) for param, values in self.state.items() if values}
+        state = {index_of[id(param)]: _exported_state(values) for param, values in self.state.items() if values}
         return {"state": state, "param_groups": param_groups}
 
     def load_state_dict(self, state_dict):
@@ -167,6 +260,21 @@ class Optimizer:
             {**{key: value for key, value in saved.items() if key != "params"}, "params": group["params"]}
             for saved, group in zip(saved_groups, self.param_groups)
         ]
+        if self._graph_mode:  # new state arrays: a graph captured before keeps updating the old ones
+            self._graph_lrs = []
+            self._state_to_device_form()
+
+
+def _exported_state(values):
+    """A parameter's state for state_dict(): a step count kept on the device (capturable form) as an int."""
+    return {key: step_count(value) if key == "step" else value for key, value in values.items()}
+
+
+def step_count(value):
+    """A step count as a Python int, read back from the device in the capturable form."""
+    if isinstance(value, Tensor):
+        return int(backend.host_read(value.data, "an optimizer's step count"))
+    return value
 
 
 def _state_value_for(param, value):

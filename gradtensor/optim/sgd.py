@@ -29,6 +29,8 @@ def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_
 class SGD(Optimizer):
     """SGD: p -= lr * g, with g the gradient plus weight decay, through (Nesterov) momentum when enabled."""
 
+    _capturable = True
+
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False):
         check_nonnegative("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -50,11 +52,14 @@ class SGD(Optimizer):
 
     def _step_group(self, params, group):
         """The parameters the multi-tensor kernel takes are updated in one launch per kind of step (a
-        momentum buffer's first step copies the gradient), the others by _update."""
+        momentum buffer's first step copies the gradient), the others by _update. In the capturable
+        form all take the multi-tensor path, with the device learning rate and GradScaler's mask."""
         momentum = group["momentum"]
-        kernel = self._kernel_params(params, group, ("momentum_buffer",))
+        kernel = params if self._graph_mode else self._kernel_params(params, group, ("momentum_buffer",))
         first = [param for param in kernel if "momentum_buffer" not in self.state[param]]
         later = [param for param in kernel if "momentum_buffer" in self.state[param]]
+        if first and momentum != 0 and group["dampening"] != 0 and self._skips_first_step():
+            first = []
         for batch, first_step in ((first, True), (later, False)):
             if not batch:
                 continue
@@ -62,9 +67,20 @@ class SGD(Optimizer):
             if momentum != 0:
                 if first_step:
                     for param in batch:
+                        self._new_state(param)
                         self.state[param]["momentum_buffer"] = zeros_state(param)
                 buffers = [self.state[param]["momentum_buffer"].data for param in batch]
             fused.sgd_momentum_step_(
-                [param.data for param in batch], [param.grad.data for param in batch], buffers, group["lr"], momentum,
-                group["dampening"], group["nesterov"], group["weight_decay"], first_step, maximize=group["maximize"],
+                [param.data for param in batch], [param.grad.data for param in batch], buffers, self._lr_for(group),
+                momentum, group["dampening"], group["nesterov"], group["weight_decay"], first_step,
+                maximize=group["maximize"], skip=self._skip,
             )
+
+    def _skips_first_step(self):
+        """Whether GradScaler's mask skips this step, asked before a momentum buffer's first step: a
+        buffer made by a masked step would stay zero, and with dampening the next step (buf =
+        momentum * 0 + (1 - dampening) * g) would not give the first step's buf = g. That case reads
+        the flag on the host, so a graph whose warm-up meets it falls back to eager steps."""
+        if self._skip is None:
+            return False
+        return bool(backend.host_read(self._skip, "SGD's first momentum step with dampening under a GradScaler"))

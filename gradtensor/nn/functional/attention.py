@@ -14,7 +14,8 @@ _NAME = "scaled_dot_product_attention"
 def _masked_softmax(scores):
     """Softmax over the last axis where rows with nothing to attend to (all -inf) give zeros, not NaN."""
     dead = (scores.data == -math.inf).all(axis=-1, keepdims=True)
-    if not bool(dead.any()):
+    # a CUDA graph cannot read the check back: it always takes the masked path, right in both cases
+    if not backend.capturing() and not backend.host_check(dead.any()):
         return softmax(scores, axis=-1)
     dead = Tensor(dead)
     # the dead rows are replaced before softmax so that neither its value nor its gradient sees NaN

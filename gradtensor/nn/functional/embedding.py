@@ -46,7 +46,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if sparse:
         raise NotImplementedError("embedding: sparse gradients are not supported; use sparse=False")
     num = weight.shape[0]
-    if bool(((idx < 0) | (idx >= num)).any()):
+    if backend.host_check(((idx < 0) | (idx >= num)).any()):
         raise IndexError(
             f"embedding: indices must be in [0, {num}) for weight of shape {weight.shape}, "
             f"got values in [{int(idx.min())}, {int(idx.max())}]"
@@ -82,8 +82,8 @@ def one_hot(tensor, num_classes=-1):
     if num_classes == -1:
         if idx.size == 0:
             raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass num_classes")
-        num_classes = int(idx.max()) + 1
-    if bool(((idx < 0) | (idx >= num_classes)).any()):
+        num_classes = int(backend.host_read(idx.max(), "one_hot(num_classes=-1)")) + 1
+    if backend.host_check(((idx < 0) | (idx >= num_classes)).any()):
         raise ValueError(
             f"one_hot: class values must be in [0, {num_classes}), got values in [{int(idx.min())}, {int(idx.max())}]"
         )

@@ -117,7 +117,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     reduction = legacy_reduction(size_average, reduce, reduction)
     check_reduction(reduction, "binary_cross_entropy")
     _check_pair("binary_cross_entropy", input, target, same_shape=True)
-    if input.size and (float(input.data.min()) < 0 or float(input.data.max()) > 1):
+    if input.size and backend.host_check((input.data.min() < 0) | (input.data.max() > 1)):
         raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1]; for logits use "
                          "binary_cross_entropy_with_logits")
     loss = _BinaryCrossEntropy.apply(input, target.astype(input.dtype))
@@ -219,7 +219,7 @@ def _checked_labels(name, input, target, ignore_index):
             f"(expected {expected} for class indices, or {input.shape} for class probabilities)"
         )
     valid = labels != ignore_index
-    if bool((((labels < 0) | (labels >= classes)) & valid).any()):
+    if backend.host_check((((labels < 0) | (labels >= classes)) & valid).any()):
         raise IndexError(f"{name}: target values must be in [0, {classes}) or ignore_index={ignore_index}")
     return labels, valid
 
