@@ -1,10 +1,10 @@
 """Losses, each with reduction 'mean' | 'sum' | 'none' (and PyTorch's legacy size_average / reduce).
 
 cross_entropy is one fused Function: the loss comes from log-sum-exp and the logits' gradient is
-softmax(z) * sum(q) - q (softmax(z) - y for a one-hot or probability target) computed directly. On
-the GPU (see gradtensor.fused.available_for), (N, C) or (C,) logits with class indices, no class
-weights and no label smoothing take the softmax cross-entropy kernel instead: loss and gradient in
-one pass over the logits, no dense target.
+softmax(z) * sum(q) - q (softmax(z) - y for a one-hot or probability target) computed directly.
+(N, C) or (C,) logits with class indices, no class weights and no label smoothing (the common case)
+take the softmax cross-entropy kernel's Function instead: loss and gradient in one pass over the
+logits, no dense target (the kernel on the GPU, its array reference elsewhere; see gradtensor.fused).
 """
 import math
 import warnings
@@ -285,8 +285,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
     axis = _class_axis(input)
     classes = input.shape[axis]
-    if (target.dtype.kind in "iu" and weight is None and not label_smoothing and input.ndim <= 2
-            and fused.available_for(input.data)):
+    if target.dtype.kind in "iu" and weight is None and not label_smoothing and input.ndim <= 2:
         return _cross_entropy_kernel(name, input, target, ignore_index, reduction)
     if target.dtype.kind in "iu":
         q, divisor = _class_target(name, input, target, weight, ignore_index, label_smoothing)
