@@ -112,21 +112,40 @@ class _GeluExact(Function):
         return g * (cdf + x * pdf)
 
 
+def _tanh(x):
+    """tanh of a Tensor (recorded), or of an array (a backward run on arrays)."""
+    return ops.tanh(x) if isinstance(x, Tensor) else backend.xp(x).tanh(x)
+
+
 class _GeluTanh(Function):
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    backward_on_arrays = True
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
         xd = x.data
-        inner = _TANH_C * (xd + _TANH_A * xd * xd * xd)
-        return 0.5 * xd * (1.0 + backend.xp(xd).tanh(inner))
+        mod = backend.xp(xd)
+        # in place in one array (an array also for 0-d x): the formula's intermediates would cost more
+        # than its arithmetic
+        out = mod.multiply(xd, xd, out=mod.empty_like(xd))
+        out *= xd
+        out *= _TANH_A
+        out += xd
+        out *= _TANH_C
+        mod.tanh(out, out=out)
+        out += 1.0
+        out *= xd
+        out *= 0.5
+        return out
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        t = ops.tanh(_TANH_C * (x + _TANH_A * x * x * x))
-        d_inner = _TANH_C * (1.0 + 3.0 * _TANH_A * x * x)
+        x2 = x * x
+        t = _tanh(_TANH_C * (x + _TANH_A * x2 * x))
+        d_inner = _TANH_C * (1.0 + 3.0 * _TANH_A * x2)
         return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
 
 
