@@ -91,7 +91,8 @@ def check_backward_paths_agree(case, tensors):
     for i, (p, r) in enumerate(zip(plain, recorded)):
         assert (p is None) == (r is None), f"{case}: input {i} has a gradient on one backward path only"
         if p is not None:
-            assert p.dtype == r.dtype and p.shape == r.shape, f"{case}: input {i}: {p.dtype}{p.shape} vs {r.dtype}{r.shape}"
+            got, want = (p.dtype, p.shape), (r.dtype, r.shape)
+            assert got == want, f"{case}: input {i}: gradient dtype/shape {got} on one path, {want} on the other"
             np.testing.assert_allclose(p.numpy(), r.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"{case}: input {i}")
 
 

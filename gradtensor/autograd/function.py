@@ -55,7 +55,8 @@ class Function:
             return _untracked(_run_forward(cls, ctx, args, kwargs), args)
         if len(args) == 2:  # the common case, without a comprehension's frame
             first, second = args
-            needs = [isinstance(first, Tensor) and first.requires_grad, isinstance(second, Tensor) and second.requires_grad]
+            needs = [isinstance(first, Tensor) and first.requires_grad,
+                     isinstance(second, Tensor) and second.requires_grad]
         else:
             needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
         ctx.needs_input_grad = needs
