@@ -39,15 +39,21 @@ def _max_and_winners(data, window):
     mod = backend.xp(data)
     source = padded(data, window, -math.inf)
     best = arg = None
+    # Plain ufuncs in place (a masked select over strided views costs several times more): maximum
+    # keeps NaN as `wins` does, and as offsets come in increasing order, a win makes arg = k the
+    # largest yet
     for k, offset in enumerate(window.offsets()):
         candidate = source[window.index(offset)]
         if best is None:
             best = candidate.copy()
             arg = mod.zeros(best.shape, dtype=dtypes.uint8 if math.prod(window.kernel) <= 256 else dtypes.int32)
             continue
-        wins = (candidate > best) | mod.isnan(candidate)
-        best = mod.where(wins, candidate, best)
-        arg = mod.where(wins, k, arg).astype(arg.dtype, copy=False)
+        wins = candidate > best
+        wins |= mod.isnan(candidate)
+        won = wins.astype(arg.dtype)
+        won *= k
+        mod.maximum(arg, won, out=arg)
+        mod.maximum(best, candidate, out=best)
     return best, arg
 
 
@@ -59,8 +65,10 @@ class _WindowScatter(Function):
         ctx.arg, ctx.window = arg, window
         mod = backend.xp(g.data)
         acc = mod.zeros(g.shape[:2] + window.padded_size, dtype=g.dtype)
+        routed = mod.empty_like(g.data)  # reused for every offset
         for k, offset in enumerate(window.offsets()):
-            acc[window.index(offset)] += mod.where(arg == k, g.data, 0)
+            mod.multiply(g.data, arg == k, out=routed)
+            acc[window.index(offset)] += routed
         return window.crop(acc)
 
     @staticmethod
