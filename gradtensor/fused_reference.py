@@ -42,10 +42,27 @@ def _activate(z, act):
     if act == "relu":
         return xp.where(z > 0, z, 0)
     if act == "gelu_tanh":
-        return 0.5 * z * (1 + xp.tanh(_SQRT_2_OVER_PI * (z + _GELU_TANH_CUBIC * z * z * z)))
+        out = _gelu_tanh_inner(z)
+        xp.tanh(out, out=out)
+        out += 1
+        out *= z
+        out *= 0.5
+        return out
     if act == "gelu_erf":
         return 0.5 * z * (1 + backend.erf(z * _INV_SQRT_2))
     return z * _sigmoid(z)
+
+
+def _gelu_tanh_inner(z, z_squared=None):
+    """sqrt(2/pi) (z + 0.044715 z^3) in a new array. GELU-tanh's formulas run in place in a few arrays
+    (also for 0-d z): on the CPU, a fresh activation-sized array per step costs more than its arithmetic."""
+    xp = backend.xp(z)
+    inner = xp.multiply(z, z, out=xp.empty_like(z)) if z_squared is None else z_squared.copy()
+    inner *= _GELU_TANH_CUBIC
+    inner += 1
+    inner *= z
+    inner *= _SQRT_2_OVER_PI
+    return inner
 
 
 def _activate_grad(z, act):
@@ -54,12 +71,38 @@ def _activate_grad(z, act):
     if act == "relu":
         return (z > 0).astype(z.dtype)
     if act == "gelu_tanh":
-        t = xp.tanh(_SQRT_2_OVER_PI * (z + _GELU_TANH_CUBIC * z * z * z))
-        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_CUBIC * z * z)
+        # 0.5 (1 + t) + 0.5 z (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 z^2), t = tanh(inner)
+        slope = xp.multiply(z, z, out=xp.empty_like(z))
+        t = _gelu_tanh_inner(z, slope)
+        xp.tanh(t, out=t)
+        slope *= 3 * _GELU_TANH_CUBIC
+        slope += 1
+        slope *= 0.5 * _SQRT_2_OVER_PI
+        slope *= z
+        sech2 = xp.multiply(t, t, out=xp.empty_like(z))
+        sech2 *= -1
+        sech2 += 1
+        slope *= sech2
+        t += 1
+        t *= 0.5
+        t += slope
+        return t
     if act == "gelu_erf":
         return 0.5 * (1 + backend.erf(z * _INV_SQRT_2)) + z * _INV_SQRT_2PI * xp.exp(-0.5 * z * z)
     s = _sigmoid(z)
     return s * (1 + z * (1 - s))
+
+
+def activation(x, act):
+    """act(x) (act in ACTIVATIONS), in x's dtype."""
+    return _activate(_widen(x), act).astype(x.dtype, copy=False)
+
+
+def activation_backward(dy, x, act):
+    """dy * act'(x), in x's dtype."""
+    dx = _activate_grad(_widen(x), act)
+    dx *= _widen(dy)
+    return dx.astype(x.dtype, copy=False)
 
 
 def bias_act_forward(x, b, act):

@@ -88,6 +88,8 @@ def _with_activation_kernel(x, act, composite):
 
 
 # --- GELU: a dedicated Function (one saved tensor instead of a chain of five ops) ------------------
+# Forward and the unrecorded backward run the kernels' array reference (gradtensor.fused_reference);
+# the Tensor formula is the differentiable one (create_graph), and the op tests hold the two equal.
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -98,23 +100,21 @@ _TANH_A = 0.044715
 class _GeluExact(Function):
     """x * Phi(x), Phi the standard normal CDF."""
 
+    backward_on_arrays = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        xd = x.data
-        return (0.5 * xd * (1.0 + backend.erf(xd * _SQRT_HALF))).astype(xd.dtype, copy=False)
+        return fused_reference.activation(x.data, "gelu_erf")
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if not isinstance(g, Tensor):  # unrecorded: the kernel's array reference
+            return fused_reference.activation_backward(g, x, "gelu_erf")
         cdf = 0.5 * (1.0 + ops.erf(x * _SQRT_HALF))
         pdf = _INV_SQRT_2PI * ops.exp(-0.5 * x * x)
         return g * (cdf + x * pdf)
-
-
-def _tanh(x):
-    """tanh of a Tensor (recorded), or of an array (a backward run on arrays)."""
-    return ops.tanh(x) if isinstance(x, Tensor) else backend.xp(x).tanh(x)
 
 
 class _GeluTanh(Function):
@@ -125,27 +125,15 @@ class _GeluTanh(Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        xd = x.data
-        mod = backend.xp(xd)
-        # in place in one array (an array also for 0-d x): the formula's intermediates would cost more
-        # than its arithmetic
-        out = mod.multiply(xd, xd, out=mod.empty_like(xd))
-        out *= xd
-        out *= _TANH_A
-        out += xd
-        out *= _TANH_C
-        mod.tanh(out, out=out)
-        out += 1.0
-        out *= xd
-        out *= 0.5
-        return out
+        return fused_reference.activation(x.data, "gelu_tanh")
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        x2 = x * x
-        t = _tanh(_TANH_C * (x + _TANH_A * x2 * x))
-        d_inner = _TANH_C * (1.0 + 3.0 * _TANH_A * x2)
+        if not isinstance(g, Tensor):  # unrecorded: the kernel's array reference, in a few arrays
+            return fused_reference.activation_backward(g, x, "gelu_tanh")
+        t = ops.tanh(_TANH_C * (x + _TANH_A * x * x * x))
+        d_inner = _TANH_C * (1.0 + 3.0 * _TANH_A * x * x)
         return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
 
 
