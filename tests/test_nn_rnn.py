@@ -161,24 +161,25 @@ def test_lstm_pointwise_node_matches_its_composite(use_c):
 
 @pytest.mark.parametrize("reverse, outputs_used", [(False, "all"), (True, "sequence_only")],
                          ids=["forward_all_outputs", "reverse_sequence_only"])
-def test_lstm_sequence_node_matches_its_composite(reverse, outputs_used):
+def test_lstm_layer_node_matches_its_composite(reverse, outputs_used):
     from gradtensor.autograd import gradgradcheck
-    from gradtensor.nn.modules.rnn import _LSTMSequence, _lstm_sequence_composite
+    from gradtensor.nn.modules.rnn import _LSTMLayer, _lstm_layer_composite
 
-    projected = gt.tensor(randn(3, 1, 8) * 2, requires_grad=True)  # 3 steps, batch 1, hidden 2
+    # 3 steps, batch 1, 2 input features, hidden 2; large pre-activations saturate some gates
+    x = gt.tensor(randn(3, 1, 2) * 2, requires_grad=True)
     h0, c0 = (gt.tensor(randn(1, 2, seed=s), requires_grad=True) for s in (1, 2))
-    w_hh = gt.tensor(randn(8, 2, seed=3), requires_grad=True)
-    b_hh = gt.tensor(randn(8, seed=4), requires_grad=True)
-    inputs = (projected, h0, c0, w_hh, b_hh)
+    w_ih, w_hh = gt.tensor(randn(8, 2, seed=3), requires_grad=True), gt.tensor(randn(8, 2, seed=4), requires_grad=True)
+    b_ih, b_hh = gt.tensor(randn(8, seed=5), requires_grad=True), gt.tensor(randn(8, seed=6), requires_grad=True)
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
     def pick(outs):
         return outs if outputs_used == "all" else outs[:1]
 
     def fused(*args):
-        return pick(_LSTMSequence.apply(*args, reverse))
+        return pick(_LSTMLayer.apply(*args, reverse))
 
     def composite(*args):
-        return pick(_lstm_sequence_composite(*args, reverse))
+        return pick(_lstm_layer_composite(*args, reverse))
 
     def values_and_grads(fn):
         outs = fn(*inputs)
@@ -190,12 +191,12 @@ def test_lstm_sequence_node_matches_its_composite(reverse, outputs_used):
     assert gradcheck(fused, inputs)
     assert gradgradcheck(fused, inputs)
 
-    no_bias = _LSTMSequence.apply(projected, h0, c0, w_hh, None, reverse)
-    expected = _lstm_sequence_composite(projected, h0, c0, w_hh, None, reverse)[0]
+    no_bias = _LSTMLayer.apply(x, h0, c0, w_ih, w_hh, None, None, reverse)
+    expected = _lstm_layer_composite(x, h0, c0, w_ih, w_hh, None, None, reverse)[0]
     np.testing.assert_allclose(no_bias[0].numpy(), expected.numpy(), rtol=1e-12)
 
     args32 = [gt.tensor(t.numpy().astype(np.float32), requires_grad=True) for t in inputs]
-    outs = _LSTMSequence.apply(*args32, reverse)
+    outs = _LSTMLayer.apply(*args32, reverse)
     assert all(o.dtype == gt.float32 for o in outs)
     sum(o.sum() for o in outs).backward()
     assert all(a.grad.dtype == gt.float32 and a.grad.shape == a.shape for a in args32)

@@ -93,39 +93,44 @@ def _time_order(steps, reverse):
     return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
-def _lstm_sequence_composite(projected, h, c, w_hh, b_hh, reverse):
-    """An LSTM layer over a whole sequence from differentiable ops, one step after another; projected
-    (L, N, 4H) is the input part W_ih x_t + b_ih of every step. Returns (outputs (L, N, H), h_L, c_L)."""
-    outputs = [None] * projected.shape[0]
-    for t in _time_order(projected.shape[0], reverse):
+def _lstm_layer_composite(x, h, c, w_ih, w_hh, b_ih, b_hh, reverse):
+    """An LSTM layer over a whole sequence x (L, N, features) from differentiable ops, one step after
+    another. Returns (outputs (L, N, H), h_L, c_L)."""
+    projected = F.linear(x, w_ih, b_ih)
+    outputs = [None] * x.shape[0]
+    for t in _time_order(x.shape[0], reverse):
         h, c = _lstm_step(projected[t], (h, c), w_hh, b_hh)
         outputs[t] = h
     return ops.stack(outputs, axis=0), h, c
 
 
-class _LSTMSequence(Function):
-    """_lstm_sequence_composite as one tape node: the recurrence runs on arrays, and backward is
-    backpropagation through time on arrays with the recurrent weight's gradient as one matrix product
-    over all steps (instead of a product and a sum per step). Per step it keeps the previous h and c
-    and the gate activations. Under create_graph it differentiates the composite (its reference)."""
+class _LSTMLayer(Function):
+    """_lstm_layer_composite as one tape node: the input part of every step is one matrix product,
+    the recurrence runs on arrays, and backward is backpropagation through time on arrays with each
+    weight's gradient as one matrix product over all steps (instead of a product and a sum per step).
+    It keeps per step the previous c and the gate activations (the previous h is in the outputs).
+    Under create_graph it differentiates the composite (its reference)."""
 
     @staticmethod
-    def forward(ctx, projected, h0, c0, w_hh, b_hh, reverse):
-        ctx.save_for_backward(projected, h0, c0, w_hh, b_hh)
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         ctx.reverse = reverse
-        mod = backend.xp(projected.data)
+        mod = backend.xp(x.data)
+        steps, batch, features = x.shape
+        projected = backend.matmul(x.data.reshape(steps * batch, features), w_ih.data.T)
+        for bias in (b_ih, b_hh):  # both biases once for all steps
+            if bias is not None:
+                projected += bias.data
+        projected = projected.reshape(steps, batch, projected.shape[1])
         weight_t = w_hh.data.T
-        steps = projected.shape[0]
-        outputs = mod.empty(projected.shape[:2] + (w_hh.shape[1],), projected.dtype)
-        ctx.h_prev = mod.empty_like(outputs)
+        outputs = ctx.outputs = mod.empty((steps, batch, w_hh.shape[1]), projected.dtype)
         ctx.c_prev = mod.empty_like(outputs)
         ctx.activations = [None] * steps
         h, c = h0.data, c0.data
         for t in _time_order(steps, reverse):
-            gates = projected.data[t] + backend.matmul(h, weight_t)
-            if b_hh is not None:
-                gates += b_hh.data
-            ctx.h_prev[t], ctx.c_prev[t] = h, c
+            gates = projected[t]
+            gates += backend.matmul(h, weight_t)
+            ctx.c_prev[t] = c
             h, c, ctx.activations[t] = _lstm_pointwise_forward(mod, gates, c)
             outputs[t] = h
         return outputs, h, c
@@ -133,26 +138,36 @@ class _LSTMSequence(Function):
     @staticmethod
     def backward(ctx, grad_outputs, grad_h, grad_c):
         inputs = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:5]
+        needs = ctx.needs_input_grad[:7]
         if grad_mode.state.grad_enabled:  # create_graph: a differentiable gradient
-            composite = lambda *args: _lstm_sequence_composite(*args, ctx.reverse)  # noqa: E731
+            composite = lambda *args: _lstm_layer_composite(*args, ctx.reverse)  # noqa: E731
             return composite_vjp(composite, inputs, needs, (grad_outputs, grad_h, grad_c))
-        projected, w_hh = inputs[0].data, inputs[3].data
-        mod = backend.xp(projected)
+        x, h0, w_ih, w_hh = (inputs[i].data for i in (0, 1, 3, 4))
+        outputs = ctx.outputs
+        mod = backend.xp(outputs)
+        steps, batch, hidden = outputs.shape
         grad_h, grad_c = grad_h.data, grad_c.data
-        grad_gates = mod.empty_like(projected)
-        for t in _time_order(projected.shape[0], not ctx.reverse):
+        grad_gates = mod.empty((steps, batch, 4 * hidden), outputs.dtype)
+        for t in _time_order(steps, not ctx.reverse):
             grad_gates[t], grad_c = _lstm_pointwise_backward(
                 mod, grad_outputs.data[t] + grad_h, grad_c, ctx.c_prev[t], ctx.activations[t])
             grad_h = backend.matmul(grad_gates[t], w_hh)
-        rows = grad_gates.shape[0] * grad_gates.shape[1]
-        flat_gates = grad_gates.reshape(rows, grad_gates.shape[2])
+        rows = steps * batch
+        flat_gates = grad_gates.reshape(rows, 4 * hidden)
+        grad_w_hh = None
+        if needs[4]:  # the h before each step: h0 at the first step, then the outputs one step behind
+            h_prev = (mod.concatenate([outputs[1:], h0[None]]) if ctx.reverse
+                      else mod.concatenate([h0[None], outputs[:-1]]))
+            grad_w_hh = backend.matmul(flat_gates.T, h_prev.reshape(rows, hidden))
+        grad_bias = flat_gates.sum(axis=0) if needs[5] or needs[6] else None
         grads = (
-            grad_gates,
+            backend.matmul(flat_gates, w_ih).reshape(x.shape) if needs[0] else None,
             grad_h,
             grad_c,
-            backend.matmul(flat_gates.T, ctx.h_prev.reshape(rows, ctx.h_prev.shape[2])) if needs[3] else None,
-            flat_gates.sum(axis=0) if needs[4] else None,
+            backend.matmul(flat_gates.T, x.reshape(rows, x.shape[2])) if needs[3] else None,
+            grad_w_hh,
+            grad_bias,
+            grad_bias,
         )
         return tuple(Tensor(g) if g is not None and need else None for g, need in zip(grads, needs))
 
@@ -287,11 +302,11 @@ class RNNBase(Module):
 
     def _run_direction(self, x, state, w_ih, w_hh, b_ih, b_hh, reverse):
         """Unroll one layer in one direction over x (L, N, features); returns (outputs (L, N, H), final state)."""
+        if self.mode == "LSTM":
+            outputs, h, c = _LSTMLayer.apply(x, *state, w_ih, w_hh, b_ih, b_hh, reverse)
+            return outputs, (h, c)
         steps, batch = x.shape[:2]
         projected = F.linear(x, w_ih, b_ih)  # the input part of every step in one matmul
-        if self.mode == "LSTM":
-            outputs, h, c = _LSTMSequence.apply(projected, *state, w_hh, b_hh, reverse)
-            return outputs, (h, c)
         per_step = ops.split(projected, steps, axis=0) if steps > 1 else [projected]
         outputs = [None] * steps
         for t in _time_order(steps, reverse):
