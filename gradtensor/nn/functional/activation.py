@@ -76,8 +76,15 @@ class _ActivationKernel(Function):
         return Tensor(dx)
 
 
+_zero_biases = {}  # (width, dtype, device) -> zeros: the kernel only reads its bias, so one serves every call
+
+
 def _zero_bias(a):
-    return backend.xp(a).zeros(a.shape[-1:], dtype=a.dtype)
+    key = (a.shape[-1], a.dtype, backend.device_of(a))
+    bias = _zero_biases.get(key)
+    if bias is None:
+        bias = _zero_biases[key] = backend.xp(a).zeros(a.shape[-1:], dtype=a.dtype)
+    return bias
 
 
 def _with_activation_kernel(x, act, composite):
