@@ -1,8 +1,9 @@
 """Recurrent layers (RNN, LSTM, GRU) and their single-step cells, with PyTorch's parameter names,
 shapes, gate orders (LSTM: i, f, g, o; GRU: r, z, n) and initialisation, so PyTorch state dicts load.
 
-A sequence is unrolled step by step with Tensor ops, so backward is full backpropagation through
-time. For truncated BPTT, carry the returned state into the next chunk after `detach()`.
+A sequence is unrolled step by step with Tensor ops (an LSTM layer runs as one tape node, _LSTMLayer,
+whose reference is that unrolling), so backward is full backpropagation through time. For truncated
+BPTT, carry the returned state into the next chunk after `detach()`.
 """
 import math
 
