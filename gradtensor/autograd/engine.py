@@ -146,7 +146,10 @@ def _call_backward(node, grads, create_graph):
         out = fn.backward(node, *[None if g is None else Tensor(g) for g in grads])
     if type(out) is not tuple:
         return out if out is None or type(out) is _ndarray else _as_array(out)
-    return tuple(g if g is None or type(g) is _ndarray else _as_array(g) for g in out)
+    for g in out:  # (the common case, all arrays already, builds nothing)
+        if g is not None and type(g) is not _ndarray:
+            return tuple(g if g is None or type(g) is _ndarray else _as_array(g) for g in out)
+    return out
 
 
 def _run_node(node, grads, buffers, borrowed, summed):
@@ -186,13 +189,15 @@ def _run_node(node, grads, buffers, borrowed, summed):
             raise RuntimeError(
                 f"{node.name()}: backward returned a gradient of shape {g.shape} for input {i} of shape {shape}"
             )
-        if g.dtype != dtype:
+        if g.dtype is not dtype and g.dtype != dtype:
             g = g.astype(dtype)
         # The incoming gradient's memory passes on (possibly as a view) exclusively unless this node hands
         # it to two inputs (add does): then both must copy before writing. Borrowed status is inherited
         # through views and pass-throughs, which keep the owner.
-        data = _array(g)
-        owner = _owner(data)
+        data = g.data if create_graph else g
+        owner = data.base
+        if owner is None:
+            owner = data
         if handed is None:
             handed = [owner]
         else:
