@@ -159,27 +159,30 @@ def test_lstm_pointwise_node_matches_its_composite(use_c):
     assert x32.grad.dtype == gt.float32
 
 
-@pytest.mark.parametrize("reverse, outputs_used", [(False, "all"), (True, "sequence_only")],
-                         ids=["forward_all_outputs", "reverse_sequence_only"])
-def test_lstm_layer_node_matches_its_composite(reverse, outputs_used):
+@pytest.mark.parametrize("mode, reverse, outputs_used", [
+    ("LSTM", False, "all"), ("LSTM", True, "sequence_only"), ("GRU", False, "sequence_only"), ("GRU", True, "all"),
+    ("RNN_TANH", False, "all"), ("RNN_RELU", True, "all"),
+])
+def test_layer_node_matches_its_composite(mode, reverse, outputs_used):
     from gradtensor.autograd import gradgradcheck
-    from gradtensor.nn.modules.rnn import _LSTMLayer, _lstm_layer_composite
+    from gradtensor.nn.modules.rnn import _MODES, _RecurrentLayer, _layer_composite
 
+    gates, _, state_count = _MODES[mode]
     # 3 steps, batch 1, 2 input features, hidden 2; large pre-activations saturate some gates
     x = gt.tensor(randn(3, 1, 2) * 2, requires_grad=True)
-    h0, c0 = (gt.tensor(randn(1, 2, seed=s), requires_grad=True) for s in (1, 2))
-    w_ih, w_hh = gt.tensor(randn(8, 2, seed=3), requires_grad=True), gt.tensor(randn(8, 2, seed=4), requires_grad=True)
-    b_ih, b_hh = gt.tensor(randn(8, seed=5), requires_grad=True), gt.tensor(randn(8, seed=6), requires_grad=True)
-    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    w_ih, w_hh = (gt.tensor(randn(2 * gates, 2, seed=s), requires_grad=True) for s in (3, 4))
+    b_ih, b_hh = (gt.tensor(randn(2 * gates, seed=s), requires_grad=True) for s in (5, 6))
+    state = tuple(gt.tensor(randn(1, 2, seed=s), requires_grad=True) for s in (1, 2)[:state_count])
+    inputs = (x, w_ih, w_hh, b_ih, b_hh) + state
 
     def pick(outs):
         return outs if outputs_used == "all" else outs[:1]
 
-    def fused(*args):
-        return pick(_LSTMLayer.apply(*args, reverse))
+    def fused(x, w_ih, w_hh, b_ih, b_hh, *state):
+        return pick(_RecurrentLayer.apply(x, w_ih, w_hh, b_ih, b_hh, mode, reverse, *state))
 
-    def composite(*args):
-        return pick(_lstm_layer_composite(*args, reverse))
+    def composite(x, w_ih, w_hh, b_ih, b_hh, *state):
+        return pick(_layer_composite(mode, x, state, w_ih, w_hh, b_ih, b_hh, reverse))
 
     def values_and_grads(fn):
         outs = fn(*inputs)
@@ -191,12 +194,13 @@ def test_lstm_layer_node_matches_its_composite(reverse, outputs_used):
     assert gradcheck(fused, inputs)
     assert gradgradcheck(fused, inputs)
 
-    no_bias = _LSTMLayer.apply(x, h0, c0, w_ih, w_hh, None, None, reverse)
-    expected = _lstm_layer_composite(x, h0, c0, w_ih, w_hh, None, None, reverse)[0]
-    np.testing.assert_allclose(no_bias[0].numpy(), expected.numpy(), rtol=1e-12)
+    no_bias = _RecurrentLayer.apply(x, w_ih, w_hh, None, None, mode, reverse, *state)
+    expected = _layer_composite(mode, x, state, w_ih, w_hh, None, None, reverse)
+    for got, want in zip(no_bias, expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
 
     args32 = [gt.tensor(t.numpy().astype(np.float32), requires_grad=True) for t in inputs]
-    outs = _LSTMLayer.apply(*args32, reverse)
+    outs = fused(*args32)
     assert all(o.dtype == gt.float32 for o in outs)
     sum(o.sum() for o in outs).backward()
     assert all(a.grad.dtype == gt.float32 and a.grad.shape == a.shape for a in args32)

@@ -1,8 +1,8 @@
 """Recurrent layers (RNN, LSTM, GRU) and their single-step cells, with PyTorch's parameter names,
 shapes, gate orders (LSTM: i, f, g, o; GRU: r, z, n) and initialisation, so PyTorch state dicts load.
 
-A sequence is unrolled step by step with Tensor ops (an LSTM layer runs as one tape node, _LSTMLayer,
-whose reference is that unrolling), so backward is full backpropagation through time. For truncated
+A sequence is unrolled step by step with Tensor ops (each layer runs as one tape node,
+_RecurrentLayer, whose reference is that unrolling), so backward is full backpropagation through time. For truncated
 BPTT, carry the returned state into the next chunk after `detach()`.
 """
 import math
@@ -90,89 +90,6 @@ def _lstm_step(x_proj, state, w_hh, b_hh):
     return _LSTMPointwise.apply(x_proj + F.linear(h, w_hh, b_hh), c)
 
 
-def _time_order(steps, reverse):
-    return range(steps - 1, -1, -1) if reverse else range(steps)
-
-
-def _lstm_layer_composite(x, h, c, w_ih, w_hh, b_ih, b_hh, reverse):
-    """An LSTM layer over a whole sequence x (L, N, features) from differentiable ops, one step after
-    another. Returns (outputs (L, N, H), h_L, c_L)."""
-    projected = F.linear(x, w_ih, b_ih)
-    outputs = [None] * x.shape[0]
-    for t in _time_order(x.shape[0], reverse):
-        h, c = _lstm_step(projected[t], (h, c), w_hh, b_hh)
-        outputs[t] = h
-    return ops.stack(outputs, axis=0), h, c
-
-
-class _LSTMLayer(Function):
-    """_lstm_layer_composite as one tape node: the input part of every step is one matrix product,
-    the recurrence runs on arrays, and backward is backpropagation through time on arrays with each
-    weight's gradient as one matrix product over all steps (instead of a product and a sum per step).
-    It keeps per step the previous c and the gate activations (the previous h is in the outputs).
-    Under create_graph it differentiates the composite (its reference)."""
-
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        ctx.reverse = reverse
-        mod = backend.xp(x.data)
-        steps, batch, features = x.shape
-        projected = backend.matmul(x.data.reshape(steps * batch, features), w_ih.data.T)
-        for bias in (b_ih, b_hh):  # both biases once for all steps
-            if bias is not None:
-                projected += bias.data
-        projected = projected.reshape(steps, batch, projected.shape[1])
-        weight_t = w_hh.data.T
-        outputs = ctx.outputs = mod.empty((steps, batch, w_hh.shape[1]), projected.dtype)
-        ctx.c_prev = mod.empty_like(outputs)
-        ctx.activations = [None] * steps
-        h, c = h0.data, c0.data
-        for t in _time_order(steps, reverse):
-            gates = projected[t]
-            gates += backend.matmul(h, weight_t)
-            ctx.c_prev[t] = c
-            h, c, ctx.activations[t] = _lstm_pointwise_forward(mod, gates, c)
-            outputs[t] = h
-        return outputs, h, c
-
-    @staticmethod
-    def backward(ctx, grad_outputs, grad_h, grad_c):
-        inputs = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:7]
-        if grad_mode.state.grad_enabled:  # create_graph: a differentiable gradient
-            composite = lambda *args: _lstm_layer_composite(*args, ctx.reverse)  # noqa: E731
-            return composite_vjp(composite, inputs, needs, (grad_outputs, grad_h, grad_c))
-        x, h0, w_ih, w_hh = (inputs[i].data for i in (0, 1, 3, 4))
-        outputs = ctx.outputs
-        mod = backend.xp(outputs)
-        steps, batch, hidden = outputs.shape
-        grad_h, grad_c = grad_h.data, grad_c.data
-        grad_gates = mod.empty((steps, batch, 4 * hidden), outputs.dtype)
-        for t in _time_order(steps, not ctx.reverse):
-            grad_gates[t], grad_c = _lstm_pointwise_backward(
-                mod, grad_outputs.data[t] + grad_h, grad_c, ctx.c_prev[t], ctx.activations[t])
-            grad_h = backend.matmul(grad_gates[t], w_hh)
-        rows = steps * batch
-        flat_gates = grad_gates.reshape(rows, 4 * hidden)
-        grad_w_hh = None
-        if needs[4]:  # the h before each step: h0 at the first step, then the outputs one step behind
-            h_prev = (mod.concatenate([outputs[1:], h0[None]]) if ctx.reverse
-                      else mod.concatenate([h0[None], outputs[:-1]]))
-            grad_w_hh = backend.matmul(flat_gates.T, h_prev.reshape(rows, hidden))
-        grad_bias = flat_gates.sum(axis=0) if needs[5] or needs[6] else None
-        grads = (
-            backend.matmul(flat_gates, w_ih).reshape(x.shape) if needs[0] else None,
-            grad_h,
-            grad_c,
-            backend.matmul(flat_gates.T, x.reshape(rows, x.shape[2])) if needs[3] else None,
-            grad_w_hh,
-            grad_bias,
-            grad_bias,
-        )
-        return tuple(Tensor(g) if g is not None and need else None for g, need in zip(grads, needs))
-
-
 def _gru_step(x_proj, state, w_hh, b_hh):
     (h,) = state
     x_r, x_z, x_n = ops.split(x_proj, 3, axis=-1)
@@ -189,6 +106,185 @@ _MODES = {  # mode: (gates per hidden unit, step, number of state tensors)
     "LSTM": (4, _lstm_step, 2),
     "GRU": (3, _gru_step, 1),
 }
+
+
+# --- a whole layer over a sequence as one tape node --------------------------------------------------
+# Each mode's step on arrays: forward(mod, x_part, h_part, h, extra) -> (h, extra, saved) takes the
+# step's input and recurrent pre-activations (x_part may be written in place) and the state (h, extra);
+# backward(mod, grad_h, grad_extra, saved, h_prev, h) -> (d x_part, d h_part, d h_prev beside the
+# recurrent product or None, d extra). `additive`: b_hh only adds to the pre-activations, so it joins
+# the input projection, and d h_part is d x_part.
+
+
+class _TanhSteps:
+    gates, additive = 1, True
+
+    @staticmethod
+    def forward(mod, x_part, h_part, h, extra):
+        x_part += h_part
+        return mod.tanh(x_part), (), ()
+
+    @staticmethod
+    def backward(mod, grad_h, grad_extra, saved, h_prev, h):
+        d = grad_h * (1 - h * h)
+        return d, d, None, ()
+
+
+class _ReluSteps:
+    gates, additive = 1, True
+
+    @staticmethod
+    def forward(mod, x_part, h_part, h, extra):
+        x_part += h_part
+        return mod.maximum(x_part, 0), (), ()
+
+    @staticmethod
+    def backward(mod, grad_h, grad_extra, saved, h_prev, h):
+        d = grad_h * (h > 0)
+        return d, d, None, ()
+
+
+class _LSTMSteps:
+    gates, additive = 4, True
+
+    @staticmethod
+    def forward(mod, x_part, h_part, h, extra):
+        (c,) = extra
+        x_part += h_part
+        h, c_new, activations = _lstm_pointwise_forward(mod, x_part, c)
+        return h, (c_new,), (activations, c)
+
+    @staticmethod
+    def backward(mod, grad_h, grad_extra, saved, h_prev, h):
+        activations, c_prev = saved
+        d, grad_c_prev = _lstm_pointwise_backward(mod, grad_h, grad_extra[0], c_prev, activations)
+        return d, d, None, (grad_c_prev,)
+
+
+class _GRUSteps:
+    gates, additive = 3, False  # b_hn sits inside r * (W_hn h + b_hn)
+
+    @staticmethod
+    def forward(mod, x_part, h_part, h, extra):
+        n3 = x_part.shape[-1] // 3
+        r = _sigmoid(mod, x_part[..., :n3] + h_part[..., :n3])
+        z = _sigmoid(mod, x_part[..., n3:2 * n3] + h_part[..., n3:2 * n3])
+        h_n = h_part[..., 2 * n3:].copy()  # a copy: the (N, 3H) recurrent product need not stay
+        n = mod.tanh(x_part[..., 2 * n3:] + r * h_n)
+        return n + z * (h - n), (), (r, z, n, h_n)
+
+    @staticmethod
+    def backward(mod, grad_h, grad_extra, saved, h_prev, h):
+        r, z, n, h_n = saved
+        d_n = grad_h * (1 - z) * (1 - n * n)
+        d_r = d_n * h_n * r * (1 - r)
+        d_z = grad_h * (h_prev - n) * z * (1 - z)
+        d_x = mod.concatenate([d_r, d_z, d_n], axis=-1)
+        d_h = mod.concatenate([d_r, d_z, d_n * r], axis=-1)
+        return d_x, d_h, grad_h * z, ()
+
+
+_ARRAY_STEPS = {"RNN_TANH": _TanhSteps, "RNN_RELU": _ReluSteps, "LSTM": _LSTMSteps, "GRU": _GRUSteps}
+
+
+def _time_order(steps, reverse):
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+def _layer_composite(mode, x, state, w_ih, w_hh, b_ih, b_hh, reverse):
+    """One layer over a whole sequence x (L, N, features) from differentiable ops, one step after
+    another. Returns (outputs (L, N, H), *final state)."""
+    step = _MODES[mode][1]
+    projected = F.linear(x, w_ih, b_ih)  # the input part of every step in one matmul
+    outputs = [None] * x.shape[0]
+    for t in _time_order(x.shape[0], reverse):
+        state = step(projected[t], state, w_hh, b_hh)
+        outputs[t] = state[0]
+    return (ops.stack(outputs, axis=0),) + tuple(state)
+
+
+class _RecurrentLayer(Function):
+    """_layer_composite as one tape node: the input part of every step is one matrix product, the
+    recurrence runs on arrays (_ARRAY_STEPS), and backward is backpropagation through time on arrays
+    with each weight's gradient one matrix product over all steps (instead of a product and a sum per
+    step). It keeps what each step's backward needs (the previous h is read from the outputs). Under
+    create_graph it differentiates the composite (its reference).
+
+    apply(x, w_ih, w_hh, b_ih, b_hh, mode, reverse, *state) -> (outputs, *final state)."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, mode, reverse, *state):
+        ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, *state)
+        ctx.mode, ctx.reverse = mode, reverse
+        steps_of = _ARRAY_STEPS[mode]
+        mod = backend.xp(x.data)
+        steps, batch, features = x.shape
+        projected = backend.matmul(x.data.reshape(steps * batch, features), w_ih.data.T)
+        for bias in (b_ih, b_hh if steps_of.additive else None):  # added once for all steps
+            if bias is not None:
+                projected += bias.data
+        projected = projected.reshape(steps, batch, projected.shape[1])
+        weight_t = w_hh.data.T
+        outputs = ctx.outputs = mod.empty((steps, batch, w_hh.shape[1]), projected.dtype)
+        ctx.saved_steps = [None] * steps
+        h, extra = state[0].data, tuple(s.data for s in state[1:])
+        for t in _time_order(steps, reverse):
+            h_part = backend.matmul(h, weight_t)
+            if b_hh is not None and not steps_of.additive:
+                h_part += b_hh.data
+            h, extra, ctx.saved_steps[t] = steps_of.forward(mod, projected[t], h_part, h, extra)
+            outputs[t] = h
+        return (outputs, h) + extra
+
+    @staticmethod
+    def backward(ctx, grad_outputs, *grad_state):
+        inputs = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        tensor_needs = needs[:5] + needs[7:]
+        if grad_mode.state.grad_enabled:  # create_graph: a differentiable gradient
+            def composite(x, w_ih, w_hh, b_ih, b_hh, *state):
+                return _layer_composite(ctx.mode, x, state, w_ih, w_hh, b_ih, b_hh, ctx.reverse)
+
+            grads = composite_vjp(composite, inputs, tensor_needs, (grad_outputs,) + grad_state)
+            return grads[:5] + (None, None) + grads[5:]
+        steps_of = _ARRAY_STEPS[ctx.mode]
+        x, w_ih, w_hh, h0 = (inputs[i].data for i in (0, 1, 2, 5))
+        outputs = ctx.outputs
+        mod = backend.xp(outputs)
+        steps, batch, hidden = outputs.shape
+        # the h before each step: h0 at the first step, then the outputs one step behind
+        h_prev = (mod.concatenate([outputs[1:], h0[None]]) if ctx.reverse
+                  else mod.concatenate([h0[None], outputs[:-1]]))
+        grad_h, grad_extra = grad_state[0].data, tuple(g.data for g in grad_state[1:])
+        grad_x_part = mod.empty((steps, batch, steps_of.gates * hidden), outputs.dtype)
+        grad_h_part = grad_x_part if steps_of.additive else mod.empty_like(grad_x_part)
+        for t in _time_order(steps, not ctx.reverse):
+            d_x, d_h, direct, grad_extra = steps_of.backward(
+                mod, grad_outputs.data[t] + grad_h, grad_extra, ctx.saved_steps[t], h_prev[t], outputs[t])
+            grad_x_part[t] = d_x
+            if not steps_of.additive:
+                grad_h_part[t] = d_h
+            grad_h = backend.matmul(d_h, w_hh)
+            if direct is not None:
+                grad_h += direct
+        rows = steps * batch
+        flat_x = grad_x_part.reshape(rows, grad_x_part.shape[2])
+        flat_h = grad_h_part.reshape(rows, grad_h_part.shape[2])
+        grad_b_ih = flat_x.sum(axis=0) if needs[3] else None
+        grad_b_hh = None
+        if needs[4]:
+            grad_b_hh = grad_b_ih if steps_of.additive and grad_b_ih is not None else flat_h.sum(axis=0)
+        grads = (
+            backend.matmul(flat_x, w_ih).reshape(x.shape) if needs[0] else None,
+            backend.matmul(flat_x.T, x.reshape(rows, x.shape[2])) if needs[1] else None,
+            backend.matmul(flat_h.T, h_prev.reshape(rows, hidden)) if needs[2] else None,
+            grad_b_ih,
+            grad_b_hh,
+            None,
+            None,
+            grad_h,
+        ) + grad_extra
+        return tuple(Tensor(g) if g is not None and need else None for g, need in zip(grads, needs))
 
 
 def _rnn_mode(nonlinearity, op):
@@ -303,17 +399,8 @@ class RNNBase(Module):
 
     def _run_direction(self, x, state, w_ih, w_hh, b_ih, b_hh, reverse):
         """Unroll one layer in one direction over x (L, N, features); returns (outputs (L, N, H), final state)."""
-        if self.mode == "LSTM":
-            outputs, h, c = _LSTMLayer.apply(x, *state, w_ih, w_hh, b_ih, b_hh, reverse)
-            return outputs, (h, c)
-        steps, batch = x.shape[:2]
-        projected = F.linear(x, w_ih, b_ih)  # the input part of every step in one matmul
-        per_step = ops.split(projected, steps, axis=0) if steps > 1 else [projected]
-        outputs = [None] * steps
-        for t in _time_order(steps, reverse):
-            state = self._step(per_step[t].reshape(batch, projected.shape[-1]), state, w_hh, b_hh)
-            outputs[t] = state[0]
-        return ops.stack(outputs, axis=0), state
+        output, *state = _RecurrentLayer.apply(x, w_ih, w_hh, b_ih, b_hh, self.mode, reverse, *state)
+        return output, tuple(state)
 
     def _initial_state(self, hx, batch, batched, like):
         """hx checked and split into per-(layer, direction) tensors: a tuple of lists of (N, H) tensors."""
