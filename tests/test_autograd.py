@@ -13,7 +13,7 @@ def leaf(values):
     return gt.tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
 
 
-def close(t, expected):
+def assert_close(t, expected):
     np.testing.assert_allclose(t.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
@@ -24,7 +24,7 @@ def test_backward_through_a_chain():
     x = leaf([0.3, -1.2, 2.0])
     gt.exp(gt.sin(x)).sum().backward()
     v = x.numpy()
-    close(x.grad, np.exp(np.sin(v)) * np.cos(v))
+    assert_close(x.grad, np.exp(np.sin(v)) * np.cos(v))
 
 
 def test_backward_through_a_diamond_dag():
@@ -32,20 +32,20 @@ def test_backward_through_a_diamond_dag():
     a = x * 2.0
     b = x * 3.0
     (a * b + a).sum().backward()  # 6x^2 + 2x
-    close(x.grad, 12 * x.numpy() + 2)
+    assert_close(x.grad, 12 * x.numpy() + 2)
 
 
 def test_a_tensor_used_several_times_gets_the_sum_of_its_gradients():
     x = leaf([0.5, 2.0])
     (x * x * x + x).sum().backward()
-    close(x.grad, 3 * x.numpy() ** 2 + 1)
+    assert_close(x.grad, 3 * x.numpy() ** 2 + 1)
 
 
 def test_grad_accumulates_across_two_backward_calls():
     x = leaf([1.0, 2.0])
     (x * 2.0).sum().backward()
     (x * 3.0).sum().backward()
-    close(x.grad, [5.0, 5.0])
+    assert_close(x.grad, [5.0, 5.0])
 
 
 def test_retain_graph_allows_a_second_backward_that_accumulates():
@@ -53,7 +53,7 @@ def test_retain_graph_allows_a_second_backward_that_accumulates():
     y = (x * x).sum()
     y.backward(retain_graph=True)
     y.backward()
-    close(x.grad, 4 * x.numpy())
+    assert_close(x.grad, 4 * x.numpy())
 
 
 def test_second_backward_through_a_freed_graph_raises():
@@ -83,7 +83,7 @@ def test_float32_leaves_get_float32_gradients():
 def test_backward_with_an_explicit_gradient():
     x = leaf([1.0, 2.0, 3.0])
     (x * x).backward(gt.tensor(np.array([1.0, 0.0, -1.0])))
-    close(x.grad, [2.0, 0.0, -6.0])
+    assert_close(x.grad, [2.0, 0.0, -6.0])
 
 
 def test_backward_on_a_non_scalar_without_grad_says_what_to_pass():
@@ -146,7 +146,7 @@ def test_retain_grad_keeps_the_gradient_of_a_non_leaf():
     y.retain_grad()
     z = x * 2.0
     (y * y + z).sum().backward()
-    close(y.grad, 2 * y.numpy())
+    assert_close(y.grad, 2 * y.numpy())
     assert z.grad is None  # not retained
 
 
@@ -154,11 +154,11 @@ def test_hook_on_a_leaf_modifies_its_gradient_until_removed():
     x = leaf([1.0, 2.0])
     handle = x.register_hook(lambda g: g * 2.0)
     (x * 3.0).sum().backward()
-    close(x.grad, [6.0, 6.0])
+    assert_close(x.grad, [6.0, 6.0])
     handle.remove()
     x.grad = None
     (x * 3.0).sum().backward()
-    close(x.grad, [3.0, 3.0])
+    assert_close(x.grad, [3.0, 3.0])
 
 
 def test_hook_on_a_non_leaf_modifies_the_gradient_flowing_on():
@@ -170,8 +170,8 @@ def test_hook_on_a_non_leaf_modifies_the_gradient_flowing_on():
     y.retain_grad()  # .grad sees the gradient after the hooks registered before it
     (y * y).sum().backward()
     np.testing.assert_allclose(seen[0], 2 * y.numpy())
-    close(y.grad, 20 * y.numpy())
-    close(x.grad, 3 * 20 * y.numpy())
+    assert_close(y.grad, 20 * y.numpy())
+    assert_close(x.grad, 3 * 20 * y.numpy())
 
 
 def test_removed_hook_on_a_non_leaf_no_longer_runs():
@@ -180,7 +180,7 @@ def test_removed_hook_on_a_non_leaf_no_longer_runs():
     handle = y.register_hook(lambda g: g * 0.0)
     handle.remove()
     (y * 1.0).sum().backward()
-    close(x.grad, [3.0, 3.0])
+    assert_close(x.grad, [3.0, 3.0])
 
 
 def test_register_hook_on_a_tensor_without_grad_raises():
@@ -197,7 +197,7 @@ def test_detach_shares_data_and_stops_gradients():
     assert d.is_leaf and not d.requires_grad and d.grad_fn is None
     assert np.shares_memory(d.data, x.data)
     (d * x).sum().backward()
-    close(x.grad, [2.0, 3.0])  # d counted as a constant
+    assert_close(x.grad, [2.0, 3.0])  # d counted as a constant
 
 
 def test_requires_grad_on_a_leaf():
@@ -290,14 +290,14 @@ def test_grad_mode_is_restored_when_the_block_raises():
 def test_grad_with_grad_outputs():
     x = leaf([1.0, 2.0, 3.0])
     (g,) = gt.autograd.grad(x * x, x, grad_outputs=gt.tensor(np.array([1.0, -1.0, 0.5])))
-    close(g, [2.0, -4.0, 3.0])
+    assert_close(g, [2.0, -4.0, 3.0])
 
 
 def test_grad_of_several_outputs_and_inputs():
     x, w = leaf([1.0, 2.0]), leaf([3.0, -1.0])
     gx, gw = gt.autograd.grad([(x * w).sum(), (x * x).sum()], [x, w])
-    close(gx, w.numpy() + 2 * x.numpy())
-    close(gw, x.numpy())
+    assert_close(gx, w.numpy() + 2 * x.numpy())
+    assert_close(gw, x.numpy())
 
 
 def test_grad_allow_unused():
@@ -306,7 +306,7 @@ def test_grad_allow_unused():
     with pytest.raises(RuntimeError, match="allow_unused"):
         gt.autograd.grad(y, [x, unused], retain_graph=True)
     gx, gu = gt.autograd.grad(y, [x, unused], allow_unused=True)
-    close(gx, [3.0])
+    assert_close(gx, [3.0])
     assert gu is None
 
 
@@ -315,7 +315,7 @@ def test_grad_with_respect_to_a_non_leaf():
     y = x * 3.0
     z = (y * y).sum()
     (gy,) = gt.autograd.grad(z, y)
-    close(gy, 2 * y.numpy())
+    assert_close(gy, 2 * y.numpy())
 
 
 def test_grad_does_not_touch_dot_grad():
@@ -323,7 +323,7 @@ def test_grad_does_not_touch_dot_grad():
     w.grad = gt.tensor(np.array([7.0, 7.0]))
     gt.autograd.grad((x * w).sum(), [x, w])
     assert x.grad is None
-    close(w.grad, [7.0, 7.0])
+    assert_close(w.grad, [7.0, 7.0])
 
 
 # --- custom Functions ---------------------------------------------------------------------------------------
@@ -352,10 +352,10 @@ def test_custom_function_forward_backward_and_needs_input_grad():
     ScaledMul.calls.clear()
     a, b = leaf([1.0, 2.0]), gt.tensor(np.array([3.0, 4.0]))
     out = ScaledMul.apply(a, b, 0.5)
-    close(out, [1.5, 4.0])
+    assert_close(out, [1.5, 4.0])
     assert out.grad_fn.name() == "ScaledMulBackward"
     out.sum().backward()
-    close(a.grad, [1.5, 2.0])
+    assert_close(a.grad, [1.5, 2.0])
     assert b.grad is None
     assert ScaledMul.calls == [(True, False, False)]
 
@@ -365,8 +365,8 @@ def test_custom_function_used_twice_accumulates():
     y = ScaledMul.apply(a, b, 2.0)
     z = ScaledMul.apply(y, b, 1.0)  # 2 a b^2
     z.sum().backward()
-    close(a.grad, 2 * b.numpy() ** 2)
-    close(b.grad, 4 * a.numpy() * b.numpy())
+    assert_close(a.grad, 2 * b.numpy() ** 2)
+    assert_close(b.grad, 4 * a.numpy() * b.numpy())
 
 
 class MaskedScale(Function):
@@ -386,7 +386,7 @@ class MaskedScale(Function):
 def test_custom_function_returning_none_for_a_non_differentiable_input():
     x, mask = leaf([1.0, 2.0, 3.0]), leaf([1.0, 0.0, 1.0])
     MaskedScale.apply(x, mask).sum().backward()
-    close(x.grad, [1.0, 0.0, 1.0])
+    assert_close(x.grad, [1.0, 0.0, 1.0])
     assert mask.grad is None
 
 
@@ -408,7 +408,7 @@ def test_custom_function_with_an_unused_output_gets_zeros_for_it():
     x = leaf([1.0, 2.0, 3.0, 4.0])
     first, _ = SplitHalves.apply(x)
     (first * 2.0).sum().backward()
-    close(x.grad, [2.0, 2.0, 0.0, 0.0])
+    assert_close(x.grad, [2.0, 2.0, 0.0, 0.0])
 
 
 class WrongShape(Function):
@@ -439,7 +439,7 @@ def test_setitem_under_no_grad_writes_and_bumps_the_version():
     x = leaf([1.0, 2.0])
     with gt.no_grad():
         x[0] = 5.0
-    close(x, [5.0, 2.0])
+    assert_close(x, [5.0, 2.0])
     assert x._version[0] == 1
 
 
@@ -465,7 +465,7 @@ def test_modifying_a_tensor_no_node_saved_is_fine():
     out = (a + w).sum()  # add saves nothing
     a[0] = 9.0
     out.backward()
-    close(w.grad, [1.0, 1.0])
+    assert_close(w.grad, [1.0, 1.0])
 
 
 # --- memory: tape release, no cycles, .grad ownership ---------------------------------------------------------
@@ -539,7 +539,7 @@ def test_leaf_grads_own_their_memory():
     (x + y).sum().backward()
     assert not np.shares_memory(x.grad.data, y.grad.data)
     x.grad.data += 1.0  # optimizers update .grad in place
-    close(y.grad, [1.0, 1.0])
+    assert_close(y.grad, [1.0, 1.0])
 
 
 def test_leaf_grad_of_a_sum_is_writeable():
@@ -547,7 +547,7 @@ def test_leaf_grad_of_a_sum_is_writeable():
     x.sum().backward()
     assert x.grad.data.flags.writeable
     x.grad.data[0] = 5.0
-    close(x.grad, [5.0, 1.0, 1.0])
+    assert_close(x.grad, [5.0, 1.0, 1.0])
 
 
 def test_leaf_grad_does_not_alias_the_gradient_passed_to_backward():
@@ -563,8 +563,8 @@ def test_gradients_summed_in_place_leave_the_seed_gradient_alone():
     x = leaf([1.0, 2.0])
     seed = gt.tensor(np.array([1.0, 10.0]))
     ((x + x) + x).backward(seed)
-    close(x.grad, [3.0, 30.0])
-    close(seed, [1.0, 10.0])
+    assert_close(x.grad, [3.0, 30.0])
+    assert_close(seed, [1.0, 10.0])
 
 
 def test_a_weight_used_at_every_step_gathers_the_sum_of_its_gradients():
@@ -576,7 +576,7 @@ def test_a_weight_used_at_every_step_gathers_the_sum_of_its_gradients():
         states.append(h)
     sum(s.sum() for s in states).backward()
     expected = gt.autograd.grad(sum(s.sum() for s in _unrolled(w, 5)), w, create_graph=True)[0]
-    close(w.grad, expected.numpy())
+    assert_close(w.grad, expected.numpy())
 
 
 def _unrolled(w, steps):
@@ -594,9 +594,9 @@ def test_gradients_of_a_0d_leaf_are_arrays_an_optimizer_can_update(twice):
     if twice:
         (w * 1.0).backward()
     assert isinstance(w.grad.data, np.ndarray)
-    close(w.grad, 8.0 if twice else 7.0)
+    assert_close(w.grad, 8.0 if twice else 7.0)
     gt.optim.SGD([w], lr=0.5, momentum=0.9).step()
-    close(w, 2.0 - 0.5 * (8.0 if twice else 7.0))
+    assert_close(w, 2.0 - 0.5 * (8.0 if twice else 7.0))
 
 
 # --- gradcheck ----------------------------------------------------------------------------------------------------
