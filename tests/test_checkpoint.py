@@ -218,25 +218,25 @@ def _autocast_grads(w, x, region, use_w_again):
     return out.numpy(), w.grad.numpy(), x.grad.numpy()
 
 
-def test_autocast_state_is_replayed():
+def _plain_and_checkpointed_autocast_grads(use_w_again):
     gt.manual_seed(2)
     w = gt.randn(4, 4, requires_grad=True)
     x = gt.randn(3, 4, requires_grad=True)
     linear = lambda t: gt.nn.functional.linear(t, w).tanh()  # noqa: E731
-    plain = _autocast_grads(w, x, linear, use_w_again=False)
-    checked = _autocast_grads(w, x, lambda t: gt.checkpoint(linear, t), use_w_again=False)
+    plain = _autocast_grads(w, x, linear, use_w_again)
+    checked = _autocast_grads(w, x, lambda t: gt.checkpoint(linear, t), use_w_again)
+    return plain, checked
+
+
+def test_autocast_state_is_replayed():
+    plain, checked = _plain_and_checkpointed_autocast_grads(use_w_again=False)
     assert checked[0].dtype == np.float16
     for got, want in zip(checked, plain):
         np.testing.assert_array_equal(got, want)
 
 
 def test_casts_made_without_grad_in_a_region_do_not_serve_later_uses():
-    gt.manual_seed(2)
-    w = gt.randn(4, 4, requires_grad=True)
-    x = gt.randn(3, 4, requires_grad=True)
-    linear = lambda t: gt.nn.functional.linear(t, w).tanh()  # noqa: E731
-    plain = _autocast_grads(w, x, linear, use_w_again=True)
-    checked = _autocast_grads(w, x, lambda t: gt.checkpoint(linear, t), use_w_again=True)
+    plain, checked = _plain_and_checkpointed_autocast_grads(use_w_again=True)
     # the plain run shares one float16 cast of w between both uses, so sums differ in rounding only;
     # a cached cast without grad would drop the second use's gradient of w altogether
     for got, want in zip(checked, plain):

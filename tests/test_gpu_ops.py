@@ -177,34 +177,37 @@ def _mlp():
     lambda ps: gt.optim.SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-4),
 ], ids=["adam", "adamw-amsgrad", "sgd-nesterov"])
 def test_training_step_on_cuda_matches_cpu(make_optimizer):
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((16, 10)).astype(np.float32)
-    y = rng.integers(0, 4, 16)
-    cpu_model = _mlp()
-    gpu_model = copy.deepcopy(cpu_model).to("cuda")
-    for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
+    def train(model, device, x, y):
         optimizer = make_optimizer(model.parameters())
         for _ in range(2):  # the second step uses the moments of the first
             optimizer.zero_grad()
             F.cross_entropy(model(gt.tensor(x, device=device)), gt.tensor(y, device=device)).backward()
             optimizer.step()
-    for (name, cpu_param), (_, gpu_param) in zip(cpu_model.named_parameters(), gpu_model.named_parameters()):
-        assert gpu_param.device == gt.device("cuda")
-        np.testing.assert_allclose(gpu_param.numpy(), cpu_param.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+    _assert_cpu_and_cuda_training_agree(train, rows=16, seed=5)
 
 
 def test_grad_scaler_step_on_cuda_matches_cpu():
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((8, 10)).astype(np.float32)
-    y = rng.integers(0, 4, 8)
-    cpu_model = _mlp()
-    gpu_model = copy.deepcopy(cpu_model).to("cuda")
-    for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
+    def train(model, device, x, y):
         optimizer = gt.optim.Adam(model.parameters(), lr=1e-3)
         scaler = gt.amp.GradScaler(device=device, init_scale=2.0**10)
         scaler.scale(F.cross_entropy(model(gt.tensor(x, device=device)), gt.tensor(y, device=device))).backward()
         scaler.step(optimizer)
         scaler.update()
         assert scaler.get_scale() == 2.0**10
-    for cpu_param, gpu_param in zip(cpu_model.parameters(), gpu_model.parameters()):
-        np.testing.assert_allclose(gpu_param.numpy(), cpu_param.numpy(), rtol=1e-5, atol=1e-6)
+
+    _assert_cpu_and_cuda_training_agree(train, rows=8, seed=6)
+
+
+def _assert_cpu_and_cuda_training_agree(train, rows, seed):
+    """train(model, device, x, y) run on a CPU MLP and its copy on CUDA leaves the same parameters."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 10)).astype(np.float32)
+    y = rng.integers(0, 4, rows)
+    cpu_model = _mlp()
+    gpu_model = copy.deepcopy(cpu_model).to("cuda")
+    for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
+        train(model, device, x, y)
+    for (name, cpu_param), (_, gpu_param) in zip(cpu_model.named_parameters(), gpu_model.named_parameters()):
+        assert gpu_param.device == gt.device("cuda")
+        np.testing.assert_allclose(gpu_param.numpy(), cpu_param.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
