@@ -116,31 +116,20 @@ _MODES = {  # mode: (gates per hidden unit, step, number of state tensors)
 # the input projection, and d h_part is d x_part.
 
 
-class _TanhSteps:
+class _ElmanSteps:
+    """h = nonlinearity(x_part + h_part); the derivative is read off h itself."""
+
     gates, additive = 1, True
 
-    @staticmethod
-    def forward(mod, x_part, h_part, h, extra):
+    def __init__(self, nonlinearity, slope_at):
+        self.nonlinearity, self.slope_at = nonlinearity, slope_at
+
+    def forward(self, mod, x_part, h_part, h, extra):
         x_part += h_part
-        return mod.tanh(x_part), (), ()
+        return self.nonlinearity(mod, x_part), (), ()
 
-    @staticmethod
-    def backward(mod, grad_h, grad_extra, saved, h_prev, h):
-        d = grad_h * (1 - h * h)
-        return d, d, None, ()
-
-
-class _ReluSteps:
-    gates, additive = 1, True
-
-    @staticmethod
-    def forward(mod, x_part, h_part, h, extra):
-        x_part += h_part
-        return mod.maximum(x_part, 0), (), ()
-
-    @staticmethod
-    def backward(mod, grad_h, grad_extra, saved, h_prev, h):
-        d = grad_h * (h > 0)
+    def backward(self, mod, grad_h, grad_extra, saved, h_prev, h):
+        d = grad_h * self.slope_at(h)
         return d, d, None, ()
 
 
@@ -184,7 +173,12 @@ class _GRUSteps:
         return d_x, d_h, grad_h * z, ()
 
 
-_ARRAY_STEPS = {"RNN_TANH": _TanhSteps, "RNN_RELU": _ReluSteps, "LSTM": _LSTMSteps, "GRU": _GRUSteps}
+_ARRAY_STEPS = {
+    "RNN_TANH": _ElmanSteps(lambda mod, a: mod.tanh(a), lambda h: 1 - h * h),
+    "RNN_RELU": _ElmanSteps(lambda mod, a: mod.maximum(a, 0), lambda h: h > 0),
+    "LSTM": _LSTMSteps,
+    "GRU": _GRUSteps,
+}
 
 
 def _time_order(steps, reverse):
