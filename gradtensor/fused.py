@@ -150,14 +150,15 @@ def log_softmax(x):
     return _softmax_family(x, log=True)
 
 
-def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None):
+def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None, with_grad=True):
     """(loss per row, logits gradient) of cross-entropy for logits (N, C) and integer targets (N,).
 
     loss[r] = logsumexp(logits[r]) - logits[r, targets[r]] (0 where targets[r] == ignore_index, NaN
     for a target outside [0, C)); grad = (softmax(logits) - onehot(targets)) * loss_grad, where
     loss_grad, the gradient flowing into each row's loss, is None (1), a number or an array of shape
     (N,); ignored rows get a zero gradient. The loss is float32 for float16/float32 logits (fp32
-    accumulation), the gradient has the logits' dtype.
+    accumulation), the gradient has the logits' dtype. with_grad=False: (loss, None), the reference
+    then skipping the gradient's passes (the kernel writes it in the same pass anyway).
     """
     op = "softmax_cross_entropy"
     if logits.ndim != 2:
@@ -176,8 +177,9 @@ def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None):
     arrays = (logits, targets) if loss_grad is None or isinstance(loss_grad, float) else (logits, targets, loss_grad)
     _check_same_device(op, *arrays)
     if _on_kernels(logits):
-        return _launcher.softmax_cross_entropy(logits, targets, int(ignore_index), loss_grad)
-    return reference.softmax_cross_entropy(logits, targets, int(ignore_index), loss_grad)
+        loss, grad = _launcher.softmax_cross_entropy(logits, targets, int(ignore_index), loss_grad)
+        return loss, grad if with_grad else None
+    return reference.softmax_cross_entropy(logits, targets, int(ignore_index), loss_grad, with_grad)
 
 
 # --- layer norm ----------------------------------------------------------------------------------

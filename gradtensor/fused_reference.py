@@ -150,13 +150,14 @@ def log_softmax_and_lse(x, axis=-1):
     return ((z - m) - log_s).astype(x.dtype, copy=False), m + log_s
 
 
-def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None):
+def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None, with_grad=True):
     """(loss per row, logits gradient) of cross-entropy with integer targets, in one pass.
 
     loss[r] = logsumexp(z[r]) - z[r, t[r]], 0 where t[r] == ignore_index and NaN where t[r] lies
     outside [0, C); grad[r] = (softmax(z[r]) - onehot(t[r])) * loss_grad[r] (loss_grad None: 1;
-    a scalar or an array of shape (N,)), 0 on ignored rows. The loss has the compute dtype
-    (float32 for float16 logits), the gradient the logits' dtype.
+    a scalar or an array of shape (N,)), 0 on ignored rows; None without with_grad (the loss alone
+    skips those passes). The loss has the compute dtype (float32 for float16 logits), the gradient
+    the logits' dtype.
     """
     xp = backend.xp(logits)
     rows, cols = logits.shape
@@ -172,14 +173,18 @@ def softmax_cross_entropy(logits, targets, ignore_index=-100, loss_grad=None):
     picked = xp.take_along_axis(z, safe_t[:, None], axis=1)[:, 0]
     loss = xp.where(valid, (m[:, 0] + xp.log(s[:, 0])) - picked, xp.nan)
     loss = xp.where(ignored, 0, loss).astype(z.dtype, copy=False)
-    onehot = xp.arange(cols)[None, :] == safe_t[:, None]
-    grad = e / s - onehot
+    if not with_grad:
+        return loss, None
+    grad = e  # exp(z - m), an array of its own: the gradient is made in it, in place
+    grad /= s
+    grad[xp.arange(rows), safe_t] -= 1
+    # one factor per row: loss_grad, 0 on ignored rows, NaN on rows whose target is out of range
+    row_factor = xp.where(ignored, 0.0, xp.where(valid, 1.0, xp.nan)).astype(z.dtype, copy=False)
     if isinstance(loss_grad, (int, float)):
-        grad = grad * loss_grad
+        row_factor *= loss_grad
     elif loss_grad is not None:
-        grad = grad * loss_grad.astype(z.dtype, copy=False).reshape(-1, 1)
-    grad = xp.where(valid[:, None], grad, xp.nan)
-    grad = xp.where(ignored[:, None], 0, grad)
+        row_factor *= loss_grad.astype(z.dtype, copy=False).reshape(-1)
+    grad *= row_factor[:, None]
     return loss, grad.astype(logits.dtype, copy=False)
 
 

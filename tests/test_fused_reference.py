@@ -240,6 +240,9 @@ def test_softmax_cross_entropy_loss_and_grad():
         np.testing.assert_allclose(grad[r], expected_grad, rtol=1e-12, atol=1e-15)
     assert loss[2] == 0 and not grad[2].any()
     assert np.isnan(loss[4:]).all() and np.isnan(grad[4:]).all()
+    loss_only, no_grad = fused.softmax_cross_entropy(logits, targets, ignore_index=-100, with_grad=False)
+    assert no_grad is None
+    np.testing.assert_array_equal(loss_only, loss)
 
 
 def test_softmax_cross_entropy_grad_matches_finite_differences():

@@ -177,14 +177,15 @@ class _SoftmaxCrossEntropy(Function):
 
 class _SoftmaxCrossEntropyKernel(Function):
     """Per-row cross-entropy of logits (N, C) with class indices `labels` (an integer array), from the
-    fused kernel (gradtensor.fused.softmax_cross_entropy): forward keeps only the logits, and backward
-    runs the kernel again with the incoming gradient as each row's scale."""
+    fused kernel (gradtensor.fused.softmax_cross_entropy): forward keeps only the logits (no (N, C)
+    gradient kept from forward to backward), and backward runs the kernel again with the incoming
+    gradient as each row's scale."""
 
     @staticmethod
     def forward(ctx, logits, labels, ignore_index):
         ctx.labels, ctx.ignore_index = labels, ignore_index
         ctx.save_for_backward(logits)
-        loss, _ = fused.softmax_cross_entropy(logits.data, labels, ignore_index)
+        loss, _ = fused.softmax_cross_entropy(logits.data, labels, ignore_index, with_grad=False)
         return loss.astype(logits.dtype, copy=False)  # float32 for float16 logits from the kernel
 
     @staticmethod
