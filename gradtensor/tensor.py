@@ -270,6 +270,7 @@ class AccumulateGrad:
     """
 
     __slots__ = ("_variable", "next_edges", "_seq", "__weakref__")
+    _output_meta = None  # one output (as a Function's default)
 
     def __init__(self, variable):
         self._variable = weakref.ref(variable)

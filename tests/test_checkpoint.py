@@ -269,8 +269,8 @@ class _LiveSavedArrays:
         self.live, self.total, self.peak = {}, 0, 0
         record = Function._record
 
-        def counting_record(node, args, needs, outs, single):
-            linked = record(node, args, needs, outs, single)
+        def counting_record(node, args, needs, out):
+            linked = record(node, args, needs, out)
             values = list(node._saved or ()) + [node._saved_output] + list(vars(node).values())
             for v in values:
                 for item in v if isinstance(v, (list, tuple)) else (v,):

@@ -124,7 +124,7 @@ def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
     datas = tuple(o.data for o in outputs)
     if state.anomaly:
         _check_finite(datas, "checkpoint (forward)")
-    return _replace_tensors(result, iter(ctx._record(tape_inputs, needs, datas, single=False)))
+    return _replace_tensors(result, iter(ctx._record(tape_inputs, needs, datas)))
 
 
 # --- checkpoint_sequential ----------------------------------------------------------------------

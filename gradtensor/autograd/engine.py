@@ -51,7 +51,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     where = "backward" if inputs is None else "grad"
     buffers = {}  # node -> [gradient per output]: arrays, or Tensors under create_graph
     pending = []  # heap of (-sequence number, node) of the nodes holding a gradient: latest first
-    summed = None if create_graph else set()  # see _add_to_buffer
+    summed = None if create_graph else set()  # see _receive
     borrowed = set()  # ids of gradient arrays that other places may also hold
     for t, g in zip(roots, root_grads):
         if not t.requires_grad:
@@ -60,8 +60,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
         if g is not None:
             borrowed.add(id(_owner(_array(seed))))
         node, nr = _edge_of(t)
-        if _add_to_buffer(buffers, node, nr, seed):
-            heappush(pending, (-node._seq, node))
+        _receive(buffers, pending, node, nr, seed, summed)
 
     targets = None
     needed = None
@@ -74,8 +73,9 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
         needed = _needed([node for _, node in pending], {node for node, _ in targets})
         captured = [None] * len(inputs)
 
-    prev_mode = state.grad_enabled
+    prev_mode, prev_on_arrays = state.grad_enabled, state.backward_on_arrays
     state.grad_enabled = create_graph
+    state.backward_on_arrays = False
     try:
         while pending:
             node = heappop(pending)[1]
@@ -101,12 +101,13 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 for nr, g in enumerate(grads):
                     for i in targets.get((node, nr), ()):
                         captured[i] = g
-            if needed is None or node in needed:
-                _run_node(node, grads, buffers, pending, borrowed, summed)
-                if not retain_graph:
-                    node._release()
+                if node not in needed:
+                    continue
+            _run_node(node, grads, buffers, pending, borrowed, summed)
+            if not retain_graph:
+                node._release()
     finally:
-        state.grad_enabled = prev_mode
+        state.grad_enabled, state.backward_on_arrays = prev_mode, prev_on_arrays
 
     if inputs is None:
         return None
@@ -123,25 +124,19 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
 
 
 def _call_backward(node, grads, create_graph):
-    """The node's input gradients: Tensors with create_graph, else arrays (the formula run on arrays
-    when the node allows it, else on Tensors, unrecorded)."""
+    """The node's input gradients: Tensors with create_graph, else (a tuple of) whatever the formula
+    gave, _run_node makes them arrays (the formula run on arrays when the node allows it, else on
+    Tensors, unrecorded)."""
     fn = type(node)
     if create_graph:
         return fn.backward(node, *grads)
     if fn.backward_on_arrays:
+        # (no try/finally: an exception ends the pass, and run_backward restores the flag)
         state.backward_on_arrays = True
-        try:
-            out = fn.backward(node, *grads)
-        finally:
-            state.backward_on_arrays = False
-    else:
-        out = fn.backward(node, *[None if g is None else Tensor(g) for g in grads])
-    if type(out) is not tuple:
-        return out if out is None or type(out) is _ndarray else _as_array(out)
-    for g in out:  # (the common case, all arrays already, builds nothing)
-        if g is not None and type(g) is not _ndarray:
-            return tuple(g if g is None or type(g) is _ndarray else _as_array(g) for g in out)
-    return out
+        out = fn.backward(node, *grads)
+        state.backward_on_arrays = False
+        return out
+    return fn.backward(node, *[None if g is None else Tensor(g) for g in grads])
 
 
 def _run_node(node, grads, buffers, pending, borrowed, summed):
@@ -156,7 +151,8 @@ def _run_node(node, grads, buffers, pending, borrowed, summed):
                 grads[i] = Tensor(zero) if create_graph else zero
     if node._freed:
         raise _freed_error(node)
-    if state.anomaly:  # report NaN/inf by the node whose gradients carry it, not by an op inside its backward
+    anomaly = state.anomaly
+    if anomaly:  # report NaN/inf by the node whose gradients carry it, not by an op inside its backward
         state.anomaly = False
         try:
             in_grads = _call_backward(node, grads, create_graph)
@@ -164,43 +160,42 @@ def _run_node(node, grads, buffers, pending, borrowed, summed):
             state.anomaly = True
     else:
         in_grads = _call_backward(node, grads, create_graph)
+    edges = node.next_edges
     if type(in_grads) is not tuple:
         in_grads = (in_grads,)
-    edges = node.next_edges
-    if len(in_grads) < len(edges) and any(e is not None for e in edges[len(in_grads):]):
+        owners = None
+    else:
+        # A gradient whose memory goes to two inputs (add passes g to both, possibly as views) may be
+        # written by neither: both copy before writing (see _accumulate). Views keep their owner.
+        owners = None if create_graph or len(in_grads) < 2 else []
+    if len(in_grads) < len(edges) and edges[len(in_grads):].count(None) < len(edges) - len(in_grads):
         raise RuntimeError(
             f"{node.name()}: backward returned {len(in_grads)} gradients but the forward took {len(edges)} inputs"
         )
-    handed = []  # memory owners handed on so far
-    i = -1
     for edge, g in zip(edges, in_grads):
-        i += 1
         if edge is None or g is None:
             continue
         child, nr, shape, dtype = edge
-        if create_graph and not isinstance(g, Tensor):
-            g = Tensor(g)
+        if create_graph:
+            if not isinstance(g, Tensor):
+                g = Tensor(g)
+        elif type(g) is not _ndarray:
+            g = _as_array(g)  # a Tensor, or NumPy's scalar for a 0-d result
         if g.shape != shape:
             raise RuntimeError(
-                f"{node.name()}: backward returned a gradient of shape {g.shape} for input {i} of shape {shape}"
+                f"{node.name()}: backward returned a gradient of shape {g.shape} for input "
+                f"{edges.index(edge)} of shape {shape}"
             )
         if g.dtype is not dtype and g.dtype != dtype:
             g = g.astype(dtype)
-        # The incoming gradient's memory passes on (possibly as a view) exclusively unless this node hands
-        # it to two inputs (add does): then both must copy before writing. Borrowed status is inherited
-        # through views and pass-throughs, which keep the owner.
-        data = g.data if create_graph else g
-        owner = data.base
-        if owner is None:
-            owner = data
-        for other in handed:
-            if other is owner:
-                borrowed.add(id(owner))
-        handed.append(owner)
-        if state.anomaly:
-            _check_finite((data,), f"{node.name()} (backward of {type(node).op_name()})")
-        if _add_to_buffer(buffers, child, nr, g, summed):
-            heappush(pending, (-child._seq, child))
+        if owners is not None:
+            owner = id(_owner(g))  # (ids: `in` on arrays would compare them elementwise)
+            if owner in owners:
+                borrowed.add(owner)
+            owners.append(owner)
+        if anomaly:
+            _check_finite((_array(g),), f"{node.name()} (backward of {type(node).op_name()})")
+        _receive(buffers, pending, child, nr, g, summed)
 
 
 def _array(g):
@@ -217,20 +212,21 @@ def _first(items):
     return next(x for x in items if x is not None)
 
 
-def _add_to_buffer(buffers, node, nr, g, summed=None):
-    """Add g to the gradient waiting for output nr of node; True when it is node's first gradient.
+def _receive(buffers, pending, node, nr, g, summed):
+    """Add g to the gradient waiting for output nr of node, which joins `pending` with its first one.
     `summed` (arrays only) names the slots that hold a sum the engine made, which nobody else has seen:
     further gradients add into it in place (a weight used at every step of a sequence gathers its
     gradient without a new array per step)."""
     buf = buffers.get(node)
     if buf is None:
-        meta = node._output_meta if type(node) is not AccumulateGrad else None
+        meta = node._output_meta
         if meta is None:
             buffers[node] = [g]
         else:
             buf = buffers[node] = [None] * len(meta)
             buf[nr] = g
-        return True
+        heappush(pending, (-node._seq, node))
+        return
     current = buf[nr]
     if current is None:
         buf[nr] = g
@@ -241,7 +237,6 @@ def _add_to_buffer(buffers, node, nr, g, summed=None):
     else:
         buf[nr] = _plus(current, g)
         summed.add((node, nr))
-    return False
 
 
 def _plus(a, b):
@@ -267,7 +262,7 @@ def _accumulate(leaf, g, create_graph, borrowed):
         return
     if leaf.grad is None:
         # .grad must be writable memory of its own: optimizers and the GradScaler update it in place
-        if id(_owner(g)) in borrowed or 0 in g.strides or not getattr(g.flags, "writeable", True):
+        if (borrowed and id(_owner(g)) in borrowed) or 0 in g.strides or not getattr(g.flags, "writeable", True):
             g = g.copy()
         leaf.grad = Tensor(g)
     else:

@@ -59,7 +59,9 @@ class Function:
             needs = [isinstance(first, Tensor) and first.requires_grad,
                      isinstance(second, Tensor) and second.requires_grad]
         else:
-            needs = [isinstance(a, Tensor) and a.requires_grad for a in args]
+            needs = []  # (a loop: a comprehension's frame costs more for a few arguments)
+            for a in args:
+                needs.append(isinstance(a, Tensor) and a.requires_grad)
         ctx.needs_input_grad = needs
         state.grad_enabled = False
         try:
@@ -78,10 +80,9 @@ class Function:
             state.observer(args, needs)
         if not (prev and True in needs):
             return _untracked(out, args)
-        single = type(out) is not tuple
-        return ctx._record(args, needs, (out,) if single else out, single)
+        return ctx._record(args, needs, out)
 
-    def _record(self, args, needs, outs, single):
+    def _record(self, args, needs, out):
         """Link this node into the tape: edges to the inputs' nodes, outputs that point back here."""
         edges = []
         for a, need in zip(args, needs):
@@ -98,18 +99,22 @@ class Function:
         self._seq = next_sequence_nr()
         saved = self._saved
         if saved:
-            versions = self._saved_versions = []  # (a loop: cheaper than a comprehension on this hot path)
-            for t in saved:
-                versions.append(t._version[0] if isinstance(t, Tensor) else None)
-        if single:
-            out = outs[0]
+            if len(saved) == 2:  # (a binary op's pair written out: the hot case)
+                a, b = saved
+                self._saved_versions = (a._version[0] if isinstance(a, Tensor) else None,
+                                        b._version[0] if isinstance(b, Tensor) else None)
+            else:
+                versions = self._saved_versions = []  # (a loop: cheaper than a comprehension here)
+                for t in saved:
+                    versions.append(t._version[0] if isinstance(t, Tensor) else None)
+        if type(out) is not tuple:
             dtype = out.dtype
             return Tensor(out, dtype.kind == "f" or dtype == _bfloat16, self, 0,
                           None if out.base is None else _shared_version(out, args))
-        self._output_meta = tuple((o.shape, o.dtype) for o in outs)
+        self._output_meta = tuple((o.shape, o.dtype) for o in out)
         return tuple(
             Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i, _shared_version(o, args))
-            for i, o in enumerate(outs)
+            for i, o in enumerate(out)
         )
 
     def input_shape(self, i):
@@ -127,16 +132,17 @@ class Function:
         saved = self._saved
         if not saved:
             return ()
-        for t, version in zip(saved, self._saved_versions or ()):
+        arrays = [] if state.backward_on_arrays else None  # a backward run on arrays reads their data
+        for t, version in zip(saved, self._saved_versions or (None,) * len(saved)):
             if version is not None and t._version[0] != version:
                 raise RuntimeError(
                     f"{self.name()}: a tensor it saved for backward (shape {t.shape}, dtype {t.dtype}) was "
                     f"modified in place after it was saved (version {t._version[0]}, expected {version}); "
                     "compute on a copy (x.clone()) instead of writing into a tensor the graph needs"
                 )
-        if state.backward_on_arrays:
-            return tuple([t.data if isinstance(t, Tensor) else t for t in saved])  # (a list: no generator frame)
-        return saved
+            if arrays is not None:
+                arrays.append(t.data if isinstance(t, Tensor) else t)
+        return saved if arrays is None else tuple(arrays)
 
     def save_output(self, array):
         """Keep the forward output for backward without a reference cycle (output -> node -> output)."""

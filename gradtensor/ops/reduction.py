@@ -64,8 +64,11 @@ def _floating(x):
 
 def _accumulating(x):
     """As NumPy, bools and small integers sum and multiply in int64 (unsigned ones in uint64)."""
-    wide = {"b": "int64", "i": "int64", "u": "uint64"}.get(x.dtype.kind)
-    return Tensor(x.data.astype(wide)) if wide is not None and x.dtype != wide else x
+    kind = x.dtype.kind
+    if kind not in "biu":
+        return x
+    wide = "uint64" if kind == "u" else "int64"
+    return Tensor(x.data.astype(wide)) if x.dtype != wide else x
 
 
 def _nonzero_or_one(t):
