@@ -236,6 +236,14 @@ def ones_like(array):
     return xp(array).ones_like(array)
 
 
+def reduce_sum(array, axes, keepdims):
+    """array.sum(axis=axes, keepdims=keepdims) as an array (NumPy returns a scalar for a full reduction;
+    add.reduce into a 0-d array skips that and the method's Python wrapper, on the path of every loss)."""
+    if type(array) is np.ndarray and not keepdims and len(axes) == array.ndim:
+        return np.add.reduce(array, axes, None, np.empty((), array.dtype))
+    return array.sum(axis=axes, keepdims=keepdims)
+
+
 def matmul(a, b):
     """a @ b in the operands' dtype (ml_dtypes' bfloat16 matmul on the CPU returns float32). While a CUDA
     graph is captured, CuPy refuses cuBLAS: the product then calls cuBLAS itself (cuda_gemm)."""

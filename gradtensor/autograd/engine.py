@@ -168,7 +168,7 @@ def _run_node(node, grads, buffers, pending, borrowed, summed):
         # A gradient whose memory goes to two inputs (add passes g to both, possibly as views) may be
         # written by neither: both copy before writing (see _accumulate). Views keep their owner.
         owners = None if create_graph or len(in_grads) < 2 else []
-    if len(in_grads) < len(edges) and edges[len(in_grads):].count(None) < len(edges) - len(in_grads):
+    if len(in_grads) < len(edges) and any(edges[len(in_grads):]):  # (edges: tuples, or None for no gradient)
         raise RuntimeError(
             f"{node.name()}: backward returned {len(in_grads)} gradients but the forward took {len(edges)} inputs"
         )

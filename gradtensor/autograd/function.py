@@ -141,7 +141,7 @@ class Function:
                     "compute on a copy (x.clone()) instead of writing into a tensor the graph needs"
                 )
             if arrays is not None:
-                arrays.append(t.data if isinstance(t, Tensor) else t)
+                arrays.append(t.data if version is not None or isinstance(t, Tensor) else t)
         return saved if arrays is None else tuple(arrays)
 
     def save_output(self, array):

@@ -91,12 +91,13 @@ class Sum(Function):
 
     @staticmethod
     def forward(ctx, x, axes, keepdims):
-        ctx.in_shape, ctx.axes, ctx.keepdims = x.shape, axes, keepdims
-        return x.data.sum(axis=axes, keepdims=keepdims)
+        ctx.axes, ctx.keepdims = axes, keepdims
+        return backend.reduce_sum(x.data, axes, keepdims)
 
     @staticmethod
     def backward(ctx, g):
-        return expand_to(_expand_reduced(g, ctx.in_shape, ctx.axes, ctx.keepdims), ctx.in_shape)
+        shape = ctx.input_shape(0)
+        return expand_to(_expand_reduced(g, shape, ctx.axes, ctx.keepdims), shape)
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001
