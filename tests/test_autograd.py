@@ -451,6 +451,39 @@ def test_custom_function_returning_a_wrongly_shaped_gradient_raises():
         WrongShape.apply(leaf([1.0, 2.0, 3.0])).backward()
 
 
+class SecondGradientWrong(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a.data * b.data
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g.sum()
+
+
+class OneGradientForTwo(Function):
+    @staticmethod
+    def forward(ctx, a, b, scale):
+        return a.data * b.data * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        return g  # b's gradient is missing
+
+
+def test_backward_errors_name_the_input_and_count_the_gradients():
+    x = leaf([1.0, 2.0])
+    # the same tensor twice: the message names the position of the wrong gradient, not the first equal edge
+    with pytest.raises(RuntimeError, match=r"SecondGradientWrongBackward: .* shape \(\) for input 1 of shape \(2,\)"):
+        SecondGradientWrong.apply(x, x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"OneGradientForTwoBackward: backward returned 1 gradients but the forward took 3"):
+        OneGradientForTwo.apply(x, leaf([3.0, 4.0]), 2.0).sum().backward()
+    # a missing gradient for an input that needs none (the number) is fine
+    y = OneGradientForTwo.apply(x, gt.tensor([3.0, 4.0]), 2.0)
+    y.sum().backward()
+    assert_close(x.grad, [1.0, 1.0])
+
+
 # --- in-place writes and the version counter --------------------------------------------------------------
 
 

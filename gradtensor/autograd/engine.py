@@ -124,9 +124,9 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
 
 
 def _call_backward(node, grads, create_graph):
-    """The node's input gradients: Tensors with create_graph, else (a tuple of) whatever the formula
-    gave, _run_node makes them arrays (the formula run on arrays when the node allows it, else on
-    Tensors, unrecorded)."""
+    """The node's input gradients as its backward returns them (_run_node makes them Tensors under
+    create_graph, else arrays): the formula runs on arrays when the node allows it, else on Tensors,
+    unrecorded."""
     fn = type(node)
     if create_graph:
         return fn.backward(node, *grads)
@@ -184,7 +184,7 @@ def _run_node(node, grads, buffers, pending, borrowed, summed):
         if g.shape != shape:
             raise RuntimeError(
                 f"{node.name()}: backward returned a gradient of shape {g.shape} for input "
-                f"{edges.index(edge)} of shape {shape}"
+                f"{next(i for i, e in enumerate(edges) if e is edge)} of shape {shape}"
             )
         if g.dtype is not dtype and g.dtype != dtype:
             g = g.astype(dtype)
