@@ -62,11 +62,11 @@ def asarray(data, dtype=None, device=None, requires_grad=False):
     return _make(_convert(data, dtype, device, copy=False), requires_grad)
 
 
-def from_numpy(array):
+def from_numpy(a):
     """A tensor sharing memory with a NumPy array."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
-    return Tensor(array)
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
+    return Tensor(a)
 
 
 def from_dlpack(x):

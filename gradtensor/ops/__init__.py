@@ -11,7 +11,7 @@ _FAMILIES = (elementwise, reduction, linalg, shape, indexing)
 __all__ = [name for family in _FAMILIES for name in family.__all__]
 
 # Functions that are not natural methods (their first argument is not "the" tensor).
-_NOT_METHODS = {"where", "concatenate", "stack", "einsum", "arctan2", "zeros_like_grad"}
+_NOT_METHODS = {"where", "concatenate", "stack", "einsum", "zeros_like_grad"}
 
 
 def _reflected(fn):

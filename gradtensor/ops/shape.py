@@ -138,9 +138,11 @@ class Transpose(Function):
         return g.transpose(tuple(inverse))
 
 
-def transpose(x, *axes):
-    """Permute axes (all reversed by default), as numpy.transpose."""
-    if not axes or (len(axes) == 1 and axes[0] is None):
+def transpose(x, axes=None, *more_axes):
+    """Permute axes (all reversed by default): transpose(x, axes=(1, 0)) as numpy.transpose, and
+    x.transpose(1, 0) or x.transpose((1, 0)) as ndarray.transpose."""
+    axes = (axes,) + more_axes if more_axes else (() if axes is None else (axes,))
+    if not axes:
         axes = tuple(range(x.ndim - 1, -1, -1))
     axes = tuple(normalize_axis(a, x.ndim, "transpose") for a in _int_tuple(axes))
     if sorted(axes) != list(range(x.ndim)):

@@ -15,8 +15,15 @@ from ...ops._util import normalize_axis
 from ._util import as_float, check_tensor, inplace_result
 from ...ops._autocast import autocast_op
 
-sigmoid = ops.sigmoid
-tanh = ops.tanh
+
+def sigmoid(input):
+    """gt.sigmoid under PyTorch's parameter name."""
+    return ops.sigmoid(input)
+
+
+def tanh(input):
+    """gt.tanh under PyTorch's parameter name."""
+    return ops.tanh(input)
 
 
 def relu(input, inplace=False):
