@@ -593,7 +593,6 @@ def test_embedding_module_passes_torch_keywords_on():
 TORCH_ONLY = {
     "size_average": "deprecated since PyTorch 0.4, superseded by reduction= (F accepts it; loss modules do not)",
     "reduce": "deprecated since PyTorch 0.4, superseded by reduction= (F accepts it; loss modules do not)",
-    "inplace": "modules run inside graphs, where gradtensor refuses in-place results; the F forms take it",
     "foreach": "torch's choice of optimizer kernels; gradtensor has one implementation",
     "fused": "torch's choice of optimizer kernels; gradtensor has one implementation",
     "capturable": "torch's CUDA-graph capture of optimizer state",
@@ -678,7 +677,7 @@ def torch():
 
 def test_torch_mismatches_reports_each_difference():
     sig = parse_signature
-    assert torch_mismatches("f", sig("f(input, p=0.5)"), sig("f(input, p=0.5, inplace=False)")) == []
+    assert torch_mismatches("f", sig("f(params, lr=0.1)"), sig("f(params, lr=0.1, foreach=None)")) == []
     assert torch_mismatches("f", sig("f(input, p=0.1)"), sig("f(input, p=0.5)")) == [
         "'p' has default 0.1, torch says default 0.5"]
     assert torch_mismatches("f", sig("f(input)"), sig("f(input, alpha=1.0)")) == [

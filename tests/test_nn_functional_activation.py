@@ -151,13 +151,78 @@ def test_inplace_writes_into_input(fn):
     np.testing.assert_allclose(x.numpy(), expected)
 
 
-def test_inplace_refused_in_a_graph():
+INPLACE_ACTIVATIONS = {
+    "relu": F.relu,
+    "leaky_relu": lambda x, inplace: F.leaky_relu(x, 0.1, inplace),
+    "elu": F.elu,
+    "silu": F.silu,
+    "dropout": lambda x, inplace: F.dropout(x, 0.5, True, inplace),
+}
+
+
+@pytest.mark.parametrize("name", list(INPLACE_ACTIVATIONS))
+def test_inplace_in_a_graph_continues_the_history(name):
+    """y = act(w * x, inplace=True): y is the product tensor itself, now the activation's output, and
+    the gradients are those of the out-of-place form (the same dropout mask: same seed)."""
+    fn = INPLACE_ACTIVATIONS[name]
+    data = np.array([[-1.5, -0.2, 0.0, 0.3], [2.0, -3.0, 0.7, -0.01]])
+    grads = []
+    for inplace in (False, True):
+        gt.manual_seed(0)
+        w = gt.tensor(data, requires_grad=True)
+        h = w * 2.0
+        y = fn(h, inplace=inplace)
+        assert (y is h) == inplace
+        (y * gt.tensor(data + 1)).sum().backward()
+        grads.append((y.numpy(), w.grad.numpy()))
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-12)
+    np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-12)
+    assert np.any(grads[1][1] != 0)
+
+
+def test_inplace_module_trains_like_the_out_of_place_one():
+    gt.manual_seed(0)
+    twins = [gt.nn.Sequential(gt.nn.Linear(3, 4), gt.nn.ReLU(inplace=inplace), gt.nn.Linear(4, 1))
+             for inplace in (False, True)]
+    twins[1].load_state_dict(twins[0].state_dict())
+    x = gt.randn(5, 3)
+    for model in twins:
+        model(x).sum().backward()
+    for p, q in zip(twins[0].parameters(), twins[1].parameters()):
+        np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
+    assert repr(twins[1][1]) == "ReLU(inplace=True)"
+
+
+def test_inplace_refusals_and_stale_saved_values():
     x = gt.tensor([1.0, -1.0], requires_grad=True)
-    with pytest.raises(RuntimeError, match="relu"):
+    with pytest.raises(RuntimeError, match=r"relu\(inplace=True\): the input \(shape \(2,\)\) is a leaf"):
         F.relu(x, inplace=True)
-    y = x * 2
-    with pytest.raises(RuntimeError, match="silu"):
-        F.silu(y, inplace=True)
+    base = x * 2
+    view = base.reshape(2, 1)
+    with pytest.raises(RuntimeError, match=r"silu\(inplace=True\): .* shares its memory"):
+        F.silu(view, inplace=True)
+    # a node that saved the old values (the product saved h) raises at backward, as in PyTorch
+    h = x * 3
+    product = h * h
+    F.relu(h, inplace=True)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        (product + h).sum().backward()
+    # without a graph in the way, inplace writes as before (also into a leaf, under no_grad)
+    with gt.no_grad():
+        assert F.relu(x, inplace=True) is x
+    np.testing.assert_array_equal(x.numpy(), [1.0, 0.0])
+
+
+def test_inplace_matches_torch():
+    torch = pytest.importorskip("torch")
+    data = np.array([-1.0, 0.5, 2.0, -0.25])
+    ours = gt.tensor(data, requires_grad=True)
+    theirs = torch.tensor(data, requires_grad=True)
+    y = F.silu(ours * 1.5, inplace=True)
+    (y * y).sum().backward()
+    z = torch.nn.functional.silu(theirs * 1.5, inplace=True)
+    (z * z).sum().backward()
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
 
 
 def test_integer_inputs_become_float():

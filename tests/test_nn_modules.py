@@ -194,7 +194,7 @@ def test_repr_matches_pytorch_layout():
         "  (0): Linear(in_features=4, out_features=3, bias=True)\n"
         "  (1): ReLU()\n"
         "  (2): Sequential(\n"
-        "    (0): Dropout(p=0.1)\n"
+        "    (0): Dropout(p=0.1, inplace=False)\n"
         "  )\n"
         ")"
     )

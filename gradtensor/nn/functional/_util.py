@@ -1,6 +1,7 @@
 """Argument checks and small helpers shared by the nn.functional modules."""
 import itertools
 import numbers
+import sys
 
 from ... import dtypes
 from ...autograd.grad_mode import state
@@ -60,15 +61,32 @@ def broadcast_shape(a, b):
     return tuple(reversed(out))
 
 
-def inplace_result(x, out, name):
-    """Write out into x for inplace=True (allowed only where no graph needs x's values)."""
-    if x.requires_grad and state.grad_enabled:
+def in_place(fn, x, name):
+    """fn(x) stored in x, for inplace=True (PyTorch's in-place activations); returns x.
+
+    Off the tape the result is written into x's memory. On the tape x takes the result's array and
+    its history continues from fn's node, which computed from a stand-in for x's old values; the old
+    array itself is left as it was (a node that kept it still reads the old values, and no memory is
+    spent on a second copy), and nodes that saved x see its version change and raise at backward. Refused
+    on the tape: a leaf that requires grad, and a tensor whose memory other tensors show (views, their
+    base), whose graphs would not see the change."""
+    if not (x.requires_grad and state.grad_enabled):
+        write_in_place(x, fn(x).data)
+        return x
+    if x.grad_fn is None:
         raise RuntimeError(
-            f"{name}(inplace=True): the input (shape {x.shape}) requires grad, and in-place changes of tensors "
-            "in a graph are not supported; use inplace=False"
+            f"{name}(inplace=True): the input (shape {x.shape}) is a leaf tensor that requires grad: writing "
+            "into it would change the value its gradient is for; use inplace=False"
         )
-    x.data[...] = out.data
+    if sys.getrefcount(x._version) > 2:  # (x's slot and the argument): a view, its base or an alias shares it
+        raise RuntimeError(
+            f"{name}(inplace=True): the input (shape {x.shape}) shares its memory with another tensor (a view "
+            "or its base), whose graph would not see the change; use inplace=False"
+        )
+    out = fn(Tensor(x.data, True, x.grad_fn, x._output_nr))
+    x.data = out.data
     x._bump_version()
+    x.grad_fn, x._output_nr = out.grad_fn, out._output_nr
     return x
 
 

@@ -12,7 +12,7 @@ from ...autograd.function import Function
 from ...autograd.grad_mode import enable_grad, state
 from ...tensor import Tensor
 from ...ops._util import normalize_axis
-from ._util import as_float, check_tensor, inplace_result
+from ._util import as_float, check_tensor, in_place
 from ...ops._autocast import autocast_op
 
 
@@ -27,34 +27,38 @@ def tanh(input):
 
 
 def relu(input, inplace=False):
-    out = ops.relu(input)
-    return inplace_result(input, out, "relu") if inplace else out
+    return in_place(ops.relu, input, "relu") if inplace else ops.relu(input)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
-    x = as_float(input, "leaky_relu")
-    # the slope applies at 0 too, as PyTorch's gradient does
-    out = ops.where(x > 0, x, x * negative_slope)
-    return inplace_result(input, out, "leaky_relu") if inplace else out
+    def leaky(x):
+        x = as_float(x, "leaky_relu")
+        return ops.where(x > 0, x, x * negative_slope)  # the slope applies at 0 too, as PyTorch's gradient does
+
+    return in_place(leaky, input, "leaky_relu") if inplace else leaky(input)
 
 
 def elu(input, alpha=1.0, inplace=False):
-    x = as_float(input, "elu")
-    positive = x > 0
-    # expm1 sees only the non-positive part: its gradient at large x would be inf * 0 = NaN through where
-    negative_part = alpha * ops.where(positive, 0.0, x).expm1()
-    out = ops.where(positive, x, negative_part)
-    return inplace_result(input, out, "elu") if inplace else out
+    def exponential_linear(x):
+        x = as_float(x, "elu")
+        positive = x > 0
+        # expm1 sees only the non-positive part: its gradient at large x would be inf * 0 = NaN through where
+        negative_part = alpha * ops.where(positive, 0.0, x).expm1()
+        return ops.where(positive, x, negative_part)
+
+    return in_place(exponential_linear, input, "elu") if inplace else exponential_linear(input)
 
 
 def _silu_composite(x):
     return x * ops.sigmoid(x)
 
 
+def _silu(x):
+    return _with_activation_kernel(as_float(x, "silu"), "silu", _silu_composite)
+
+
 def silu(input, inplace=False):
-    x = as_float(input, "silu")
-    out = _with_activation_kernel(x, "silu", _silu_composite)
-    return inplace_result(input, out, "silu") if inplace else out
+    return in_place(_silu, input, "silu") if inplace else _silu(input)
 
 
 # --- activations through the fused bias + activation kernel ------------------------------------

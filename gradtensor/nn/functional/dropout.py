@@ -11,7 +11,7 @@ from ...autograd.function import Function
 from ...autograd.grad_mode import state
 from ...fused_reference import dropout_scale
 from ...tensor import Tensor
-from ._util import check_floating, inplace_result
+from ._util import check_floating, in_place
 
 
 def dropout_mask(shape, p, dtype, device):
@@ -42,9 +42,11 @@ def dropout(input, p=0.5, training=True, inplace=False):
         raise ValueError(f"dropout: probability p must be in [0, 1], got {p}")
     if not training or p == 0:
         return input
-    if fused.available_for(input.data):
-        seed, offset = backend.philox_advance(input.device, input.size)
-        out = _DropoutKernel.apply(input, p, seed, offset)
-    else:
-        out = input * Tensor(dropout_mask(input.shape, p, input.dtype, input.device))
-    return inplace_result(input, out, "dropout") if inplace else out
+
+    def drop(x):
+        if fused.available_for(x.data):
+            seed, offset = backend.philox_advance(x.device, x.size)
+            return _DropoutKernel.apply(x, p, seed, offset)
+        return x * Tensor(dropout_mask(x.shape, p, x.dtype, x.device))
+
+    return in_place(drop, input, "dropout") if inplace else drop(input)
