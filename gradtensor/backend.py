@@ -47,9 +47,13 @@ def keep_freed_host_memory(environ=os.environ):
     heap's top), so a training step, whose activations come and go, faults the same pages in again
     every step: a sixth to a third of a CPU step on virtual machines, where page faults are slow.
     Like the caching allocators of other frameworks, this keeps up to 256 MiB of freed memory (and
-    serves blocks up to 32 MiB from it). Left alone when the user tuned malloc (MALLOC_* variables)
-    or set GRADTENSOR_KEEP_FREED_MEMORY=0, and where the C library has no mallopt (not glibc)."""
-    if environ.get("GRADTENSOR_KEEP_FREED_MEMORY", "1") == "0" or any(k.startswith("MALLOC_") for k in environ):
+    serves blocks up to 32 MiB from it). A setting of the whole process, made when gradtensor is
+    imported; left alone when GRADTENSOR_KEEP_FREED_MEMORY=0, when the user set these thresholds
+    (MALLOC_*_ variables or glibc.malloc tunables), and where the C library has no mallopt."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if (environ.get("GRADTENSOR_KEEP_FREED_MEMORY", "1") == "0"
+            or any(f"MALLOC_{name.upper()}_" in environ or f"glibc.malloc.{name}" in tunables
+                   for name in ("mmap_threshold", "trim_threshold", "top_pad", "mmap_max"))):
         return False
     try:
         import ctypes
@@ -266,9 +270,12 @@ def ones_like(array):
 
 def reduce_sum(array, axes, keepdims):
     """array.sum(axis=axes, keepdims=keepdims) as an array (NumPy returns a scalar for a full reduction;
-    add.reduce into a 0-d array skips that and the method's Python wrapper, on the path of every loss)."""
-    if type(array) is np.ndarray and not keepdims and len(axes) == array.ndim:
-        return np.add.reduce(array, axes, None, np.empty((), array.dtype))
+    add.reduce into a 0-d array skips that and the method's Python wrapper, on the path of every loss,
+    for the dtypes that sum in their own: not bools and narrow integers, which NumPy widens)."""
+    dtype = array.dtype
+    if (type(array) is np.ndarray and not keepdims and len(axes) == array.ndim and dtype.isnative
+            and (dtype.kind not in "biu" or dtype.itemsize == 8)):
+        return np.add.reduce(array, axes, None, np.empty((), dtype))
     return array.sum(axis=axes, keepdims=keepdims)
 
 

@@ -152,6 +152,18 @@ class Tensor:
         if not any(isinstance(h, _RetainGrad) for h in hooks):
             hooks.append(_RetainGrad(self))
 
+    def _rebase(self, grad_fn, output_nr):
+        """Continue this non-leaf's history from output output_nr of grad_fn, as after an in-place op.
+        retain_grad moves along (.grad is then the new value's gradient); hooks registered before
+        stay with the old value, as in PyTorch."""
+        hooks = self.grad_fn._hooks.get(self._output_nr, []) if self.grad_fn._hooks else []
+        retained = [h for h in hooks if isinstance(h, _RetainGrad) and h.tensor() is self]
+        for hook in retained:
+            hooks.remove(hook)
+        self.grad_fn, self._output_nr = grad_fn, output_nr
+        if retained:
+            self.retain_grad()
+
     def _get_accumulator(self):
         """The AccumulateGrad node of this leaf, shared by every op that uses it."""
         acc = self._accumulator
@@ -298,10 +310,10 @@ class _RetainGrad:
     """A hook that stores a non-leaf tensor's gradient in its .grad."""
 
     def __init__(self, tensor):
-        self._tensor = weakref.ref(tensor)
+        self.tensor = weakref.ref(tensor)
 
     def __call__(self, grad):
-        tensor = self._tensor()
+        tensor = self.tensor()
         if tensor is not None:
             tensor.grad = grad if tensor.grad is None else tensor.grad + grad
         return None

@@ -31,7 +31,7 @@ STEP_FAULTS = textwrap.dedent("""
 
 
 def _faults_of_a_second_step(**env):
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GRADTENSOR_KEEP"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "GRADTENSOR_KEEP"))}
     out = subprocess.run([sys.executable, "-c", STEP_FAULTS], env={**environ, **env},
                          capture_output=True, text=True, check=True)
     return int(out.stdout)
@@ -49,4 +49,6 @@ def test_freed_host_memory_is_reused_without_page_faults():
 def test_keeping_freed_memory_yields_to_the_users_settings():
     assert backend.keep_freed_host_memory({}) is True
     assert backend.keep_freed_host_memory({"GRADTENSOR_KEEP_FREED_MEMORY": "0"}) is False
-    assert backend.keep_freed_host_memory({"MALLOC_ARENA_MAX": "2"}) is False
+    assert backend.keep_freed_host_memory({"MALLOC_TRIM_THRESHOLD_": "131072"}) is False
+    assert backend.keep_freed_host_memory({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}) is False
+    assert backend.keep_freed_host_memory({"MALLOC_ARENA_MAX": "2"}) is True  # other malloc settings do not count

@@ -213,6 +213,22 @@ def test_inplace_refusals_and_stale_saved_values():
     np.testing.assert_array_equal(x.numpy(), [1.0, 0.0])
 
 
+def test_inplace_moves_retain_grad_to_the_new_value_and_keeps_the_dtype():
+    x = gt.tensor(np.array([-1.0, 2.0]), requires_grad=True)
+    h = x * 1
+    h.retain_grad()
+    F.leaky_relu(h, 0.1, inplace=True)
+    h.retain_grad()  # a second call keeps one .grad, not two
+    (h * gt.tensor([3.0, 4.0])).sum().backward()
+    np.testing.assert_array_equal(h.grad.numpy(), [3.0, 4.0])  # the gradient of the activation's output
+    np.testing.assert_allclose(x.grad.numpy(), [0.3, 4.0], rtol=1e-15)
+    with gt.amp.autocast("cpu", dtype=gt.bfloat16):
+        h = gt.nn.Linear(3, 3)(gt.ones(2, 3))
+        assert h.dtype == gt.bfloat16
+        assert F.elu(h, inplace=True).dtype == gt.bfloat16  # autocast computes expm1 in float32
+    h.astype(gt.float32).sum().backward()
+
+
 def test_inplace_matches_torch():
     torch = pytest.importorskip("torch")
     data = np.array([-1.0, 0.5, 2.0, -0.25])

@@ -376,3 +376,15 @@ def test_reductions_accept_parameters():
     w = gt.nn.Parameter(gt.tensor(np.array([[1.0, -2.0], [3.0, 0.5]])))
     (gt.sum(w) + gt.max(w) + gt.norm(w, ord=1)).backward()  # matrix 1-norm: the column (1, 3) wins
     np.testing.assert_array_equal(w.grad.numpy(), [[2.0, 1.0], [3.0, 1.0]])
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(6, dtype=">f8"),  # byte-swapped: the sum is native, as NumPy's
+    np.arange(6, dtype=np.int8), np.array([True, True, False]), np.arange(6, dtype=np.uint16),  # widened
+    np.arange(6, dtype=np.float16).reshape(2, 3)[:, ::2], np.array(2.5, np.float32),
+], ids=repr)
+def test_full_sum_has_numpys_dtype_and_value(array):
+    out = gt.sum(gt.tensor(array))
+    expected = array.sum()
+    assert out.shape == () and out.dtype == expected.dtype
+    assert out.item() == expected
