@@ -509,6 +509,17 @@ def test_modifying_a_saved_input_under_no_grad_makes_backward_raise():
         out.backward()
 
 
+def test_a_view_of_a_later_operand_shares_its_version_counter():
+    h = gt.tensor(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    v = gt.einsum("ij->ji", h)  # a view of h, which is not the first argument
+    assert v.data.base is h.data
+    w = leaf([[1.0, 1.0], [1.0, 1.0]])
+    out = (w * v).sum()
+    h[0, 0] = 9.0  # changes v, which MulBackward saved
+    with pytest.raises(RuntimeError, match=r"MulBackward.*\(2, 2\)"):
+        out.backward()
+
+
 def test_modifying_a_saved_tensor_through_a_detached_alias_makes_backward_raise():
     w = leaf([1.0, 1.0, 1.0])
     h = w * 2.0

@@ -219,14 +219,17 @@ def _untracked(out, args):
 
 
 def _shared_version(out, args):
-    """A view of the first input shares its version counter (as in PyTorch), so writing through the
-    view invalidates what the graph saved of the input; other outputs get a fresh counter."""
+    """A view of an input (the first, or another: einsum's operands follow its subscripts) shares that
+    input's version counter (as in PyTorch), so writing through either invalidates what the graph saved
+    of the other; other outputs get a fresh counter."""
     base = out.base
-    if base is None or not args or not isinstance(args[0], Tensor):
+    if base is None:
         return None
-    src = args[0].data
-    if base is src or base is src.base:
-        return args[0]._version
+    for a in args:
+        if isinstance(a, Tensor):
+            src = a.data
+            if base is src or base is src.base:
+                return a._version
     return None
 
 
