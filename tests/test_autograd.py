@@ -208,6 +208,29 @@ def test_removed_hook_on_a_non_leaf_no_longer_runs():
     assert_close(x.grad, [3.0, 3.0])
 
 
+def test_gradients_that_hooks_kept_do_not_share_memory_with_grad():
+    """.grad is written in place (zero_grad, GradScaler.unscale_): what retain_grad or a hook kept
+    must not change with it."""
+    x = leaf([[1.0, 2.0]])
+    r = x.reshape(-1)
+    r.retain_grad()
+    kept = []
+    x.register_hook(lambda g: kept.append(g))
+    (r * 3.0).sum().backward()
+    x.grad.data[...] = 0.0
+    assert_close(r.grad, [3.0, 3.0])
+    assert_close(kept[0], [[3.0, 3.0]])
+
+
+def test_create_graph_gives_each_leaf_a_gradient_of_its_own():
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    seed = gt.tensor([1.0, 1.0])
+    (a + b).backward(seed, create_graph=True)
+    assert a.grad is not b.grad
+    assert not np.shares_memory(a.grad.data, b.grad.data) and not np.shares_memory(a.grad.data, seed.data)
+    assert_close(a.grad, [1.0, 1.0])
+
+
 def test_register_hook_on_a_tensor_without_grad_raises():
     with pytest.raises(RuntimeError, match="register_hook"):
         gt.tensor([1.0]).register_hook(lambda g: g)

@@ -85,7 +85,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 if leaf is not None and grads[0] is not None:
                     g = grads[0]
                     if leaf._hooks:
-                        g = _run_hooks(leaf._hooks, g, create_graph)
+                        g = _run_hooks(leaf._hooks, g, create_graph, borrowed)
                     if targets is not None:
                         for i in targets.get((node, 0), ()):
                             captured[i] = g
@@ -96,7 +96,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             if node._hooks:
                 for nr, hooks in node._hooks.items():
                     if grads[nr] is not None:
-                        grads[nr] = _run_hooks(hooks, grads[nr], create_graph)
+                        grads[nr] = _run_hooks(hooks, grads[nr], create_graph, borrowed)
             if targets is not None:
                 for nr, g in enumerate(grads):
                     for i in targets.get((node, nr), ()):
@@ -245,20 +245,25 @@ def _plus(a, b):
     return total if type(total) is _ndarray else _as_array(total)
 
 
-def _run_hooks(hooks, g, create_graph):
-    """Hooks see (and may replace) the gradient as a Tensor, whichever form it travels in."""
+def _run_hooks(hooks, g, create_graph, borrowed):
+    """Hooks see (and may replace) the gradient as a Tensor, whichever form it travels in. A hook may
+    keep what it sees (retain_grad does): that memory is borrowed from then on, and a .grad made from
+    it gets a copy of its own."""
     t = g if create_graph else Tensor(g)
     # retain_grad stores the gradient after every other hook, whatever the order of registration
     for hook in sorted(hooks, key=lambda h: isinstance(h, _RetainGrad)):
+        borrowed.add(id(_owner(_array(t))))
         result = hook(t)
         if result is not None:
             t = result
+    borrowed.add(id(_owner(_array(t))))
     return t if create_graph else t.data
 
 
 def _accumulate(leaf, g, create_graph, borrowed):
     if create_graph:
-        leaf.grad = g if leaf.grad is None else leaf.grad + g
+        # a copy: g may be another leaf's gradient too (add hands one on to both) or the caller's seed
+        leaf.grad = g.clone() if leaf.grad is None else leaf.grad + g
         return
     if leaf.grad is None:
         # .grad must be writable memory of its own: optimizers and the GradScaler update it in place
