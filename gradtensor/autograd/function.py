@@ -214,21 +214,20 @@ def _as_arrays(out):
 def _untracked(out, args):
     """Tensors off the tape for forward's array(s)."""
     if type(out) is not tuple:
-        return Tensor(out, version=_shared_version(out, args))
+        return Tensor(out, version=None if out.base is None else _shared_version(out, args))
     return tuple(Tensor(o, version=_shared_version(o, args)) for o in out)
 
 
 def _shared_version(out, args):
-    """A view of an input (the first, or another: einsum's operands follow its subscripts) shares that
-    input's version counter (as in PyTorch), so writing through either invalidates what the graph saved
-    of the other; other outputs get a fresh counter."""
+    """A view of an input (the first, or another: einsum's operands follow its subscripts), or the
+    input's array itself (a checkpointed region may return its input), shares that input's version
+    counter (as in PyTorch), so writing through either invalidates what the graph saved of the other;
+    other outputs get a fresh counter."""
     base = out.base
-    if base is None:
-        return None
     for a in args:
         if isinstance(a, Tensor):
             src = a.data
-            if base is src or base is src.base:
+            if out is src or (base is not None and (base is src or base is src.base)):
                 return a._version
     return None
 
