@@ -1,6 +1,7 @@
 """Elementwise ops: arithmetic, math functions, comparisons. Each backward sits under its forward."""
 import math
 import numbers
+import operator
 
 from .. import backend, dtypes
 from ..autograd.function import Function
@@ -76,12 +77,17 @@ def _promoted(out, a, b, c=None):
 # --- arithmetic ---------------------------------------------------------------------------
 
 
+def _arithmetic(op, a, b):
+    """op on the operands' arrays (a Python scalar stays a scalar), in PyTorch's result dtype."""
+    return _promoted(op(a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor) else b), a, b)
+
+
 class Add(Function):
     backward_on_arrays = True
 
     @staticmethod
     def forward(ctx, a, b):
-        return _promoted(data_of(a) + data_of(b), a, b)
+        return _arithmetic(operator.add, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -94,7 +100,7 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        return _promoted(data_of(a) - data_of(b), a, b)
+        return _arithmetic(operator.sub, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -108,7 +114,7 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _promoted(data_of(a) * data_of(b), a, b)
+        return _arithmetic(operator.mul, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -123,7 +129,7 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _promoted(data_of(a) / data_of(b), a, b)
+        return _arithmetic(operator.truediv, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -137,7 +143,7 @@ class Div(Function):
 class FloorDivide(Function):
     @staticmethod
     def forward(ctx, a, b):
-        return _promoted(data_of(a) // data_of(b), a, b)
+        return _arithmetic(operator.floordiv, a, b)
 
     @staticmethod
     def backward(ctx, g):  # piecewise constant: zero gradient
@@ -151,7 +157,7 @@ class Remainder(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _promoted(data_of(a) % data_of(b), a, b)
+        return _arithmetic(operator.mod, a, b)
 
     @staticmethod
     def backward(ctx, g):
