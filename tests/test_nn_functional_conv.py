@@ -78,8 +78,8 @@ def test_conv1d_grad(kw):
                     [(2, 2, 5), (2, 2 // groups, 3), (2,)]))
 
 
-@pytest.mark.parametrize("stride,padding,dilation,groups", itertools.product(
-    [1, 2, (2, 1)], [0, 1, (0, 2), "same", "valid"], [1, 2], [1, 3]))
+@pytest.mark.parametrize("stride,padding,dilation,groups", list(itertools.product(
+    [1, 2, (2, 1)], [0, 1, (0, 2), "same", "valid"], [1, 2], [1, 3])))
 def test_conv2d_every_combination_forward(stride, padding, dilation, groups):
     if padding == "same" and stride != 1:
         with pytest.raises(ValueError, match="conv2d: padding='same' needs stride 1"):

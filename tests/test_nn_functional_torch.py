@@ -86,6 +86,7 @@ CONV2D = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # PyTorch's note on its own copy
 @pytest.mark.parametrize("kw", CONV2D, ids=str)
 @pytest.mark.parametrize("kernel", [(3, 3), (2, 3)])
 def test_conv2d(kw, kernel):
@@ -319,6 +320,7 @@ def test_cross_entropy_probabilities(kw, shape):
 
 @pytest.mark.parametrize("reduction", ["mean", "batchmean", "sum", "none"])
 @pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.filterwarnings("ignore:reduction. 'mean':UserWarning")  # PyTorch's advice to use batchmean
 def test_kl_div(reduction, log_target):
     x = np.log(rand(3, 4, low=0.1, high=1))
     t = rand(3, 4, seed=1, low=0.1, high=1)
