@@ -153,10 +153,11 @@ class Tensor:
             hooks.append(_RetainGrad(self))
 
     def _rebase(self, grad_fn, output_nr):
-        """Continue this non-leaf's history from output output_nr of grad_fn, as after an in-place op.
+        """Continue this tensor's history from output output_nr of grad_fn, as after an in-place op.
         retain_grad moves along (.grad is then the new value's gradient); hooks registered before
         stay with the old value, as in PyTorch."""
-        hooks = self.grad_fn._hooks.get(self._output_nr, []) if self.grad_fn._hooks else []
+        fn = self.grad_fn
+        hooks = fn._hooks.get(self._output_nr, []) if fn is not None and fn._hooks else []
         retained = [h for h in hooks if isinstance(h, _RetainGrad) and h.tensor() is self]
         for hook in retained:
             hooks.remove(hook)

@@ -195,7 +195,7 @@ def test_inplace_module_trains_like_the_out_of_place_one():
 
 def test_inplace_refusals_and_stale_saved_values():
     x = gt.tensor([1.0, -1.0], requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"relu\(inplace=True\): the input \(shape \(2,\)\) is a leaf"):
+    with pytest.raises(RuntimeError, match=r"relu\(inplace=True\): the tensor \(shape \(2,\)\) is a leaf"):
         F.relu(x, inplace=True)
     base = x * 2
     view = base.reshape(2, 1)

@@ -1,6 +1,6 @@
 """The differentiable op set, grouped by family, and the Tensor methods and operators built on it."""
 from ..tensor import Tensor
-from . import elementwise, indexing, linalg, reduction, shape
+from . import elementwise, indexing, inplace, linalg, reduction, shape
 from .elementwise import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
@@ -45,6 +45,7 @@ def _install_tensor_methods():
     }
     for name, fn in operators.items():
         setattr(Tensor, name, fn)
+    inplace.install(Tensor)  # x += y, x.add_(y), ... (after the operators they build on)
 
 
 _install_tensor_methods()

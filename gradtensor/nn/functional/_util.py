@@ -1,10 +1,8 @@
 """Argument checks and small helpers shared by the nn.functional modules."""
 import itertools
 import numbers
-import sys
 
 from ... import dtypes
-from ...autograd.grad_mode import state
 from ...tensor import Tensor
 
 
@@ -59,47 +57,6 @@ def broadcast_shape(a, b):
             return None
         out.append(m if n == 1 else n)
     return tuple(reversed(out))
-
-
-def in_place(fn, x, name):
-    """fn(x) stored in x, for inplace=True (PyTorch's in-place activations); returns x.
-
-    Off the tape the result is written into x's memory. On the tape x takes the result's array (in
-    x's dtype) and its history continues from fn's node, which computed from a stand-in for x's old
-    values; the old array itself is left as it was (a node that kept it still reads the old values,
-    and no memory goes to a second copy), and nodes that saved x see its version change and raise at
-    backward. Refused on the tape: a leaf that requires grad, and a tensor whose memory another
-    tensor shows (a view, its base, a detached alias), which would keep the old values."""
-    if not (x.requires_grad and state.grad_enabled):
-        write_in_place(x, fn(x).data)
-        return x
-    if x.grad_fn is None:
-        raise RuntimeError(
-            f"{name}(inplace=True): the input (shape {x.shape}) is a leaf tensor that requires grad: changing "
-            "it would change the value its gradient is for; use inplace=False"
-        )
-    if sys.getrefcount(x._version) > _ONE_HOLDER:  # views, their base and detached aliases share it
-        raise RuntimeError(
-            f"{name}(inplace=True): the input (shape {x.shape}) shares its memory with another tensor (a view, "
-            "its base or a detached alias), which would not see the change; use inplace=False"
-        )
-    out = fn(Tensor(x.data, True, x.grad_fn, x._output_nr))
-    if out.dtype != x.dtype:  # (autocast may compute in float32)
-        out = out.astype(x.dtype)
-    x.data = out.data
-    x._bump_version()
-    x._rebase(out.grad_fn, out._output_nr)
-    return x
-
-
-def _references_of_one_holder():
-    """sys.getrefcount of a version counter one tensor alone holds, measured (not a literal 2:
-    interpreters differ in counting the call's own reference)."""
-    probe = Tensor(None)
-    return sys.getrefcount(probe._version)
-
-
-_ONE_HOLDER = _references_of_one_holder()
 
 
 def write_in_place(t, array):

@@ -12,7 +12,8 @@ from ...autograd.function import Function
 from ...autograd.grad_mode import enable_grad, state
 from ...tensor import Tensor
 from ...ops._util import normalize_axis
-from ._util import as_float, check_tensor, in_place
+from ...ops.inplace import in_place
+from ._util import as_float, check_tensor
 from ...ops._autocast import autocast_op
 
 
@@ -27,7 +28,7 @@ def tanh(input):
 
 
 def relu(input, inplace=False):
-    return in_place(ops.relu, input, "relu") if inplace else ops.relu(input)
+    return in_place(ops.relu, input, "relu(inplace=True)") if inplace else ops.relu(input)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
@@ -35,7 +36,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
         x = as_float(x, "leaky_relu")
         return ops.where(x > 0, x, x * negative_slope)  # the slope applies at 0 too, as PyTorch's gradient does
 
-    return in_place(leaky, input, "leaky_relu") if inplace else leaky(input)
+    return in_place(leaky, input, "leaky_relu(inplace=True)") if inplace else leaky(input)
 
 
 def elu(input, alpha=1.0, inplace=False):
@@ -46,7 +47,7 @@ def elu(input, alpha=1.0, inplace=False):
         negative_part = alpha * ops.where(positive, 0.0, x).expm1()
         return ops.where(positive, x, negative_part)
 
-    return in_place(exponential_linear, input, "elu") if inplace else exponential_linear(input)
+    return in_place(exponential_linear, input, "elu(inplace=True)") if inplace else exponential_linear(input)
 
 
 def _silu_composite(x):
@@ -58,7 +59,7 @@ def _silu(x):
 
 
 def silu(input, inplace=False):
-    return in_place(_silu, input, "silu") if inplace else _silu(input)
+    return in_place(_silu, input, "silu(inplace=True)") if inplace else _silu(input)
 
 
 # --- activations through the fused bias + activation kernel ------------------------------------

@@ -11,7 +11,8 @@ from ...autograd.function import Function
 from ...autograd.grad_mode import state
 from ...fused_reference import dropout_scale
 from ...tensor import Tensor
-from ._util import check_floating, in_place
+from ...ops.inplace import in_place
+from ._util import check_floating
 
 
 def dropout_mask(shape, p, dtype, device):
@@ -49,4 +50,4 @@ def dropout(input, p=0.5, training=True, inplace=False):
             return _DropoutKernel.apply(x, p, seed, offset)
         return x * Tensor(dropout_mask(x.shape, p, x.dtype, x.device))
 
-    return in_place(drop, input, "dropout") if inplace else drop(input)
+    return in_place(drop, input, "dropout(inplace=True)") if inplace else drop(input)

@@ -1,0 +1,131 @@
+"""In-place forms of ops: x += y, x.add_(y), x.mul_(2), x.clip_(0, 1), x.copy_(src), x.zero_() ...
+(PyTorch's method names; NumPy's and PyTorch's augmented assignment, which changes x itself).
+
+Where nothing is recorded (no grad mode, or neither x nor the other operands need a gradient) the
+result is written into x's memory, as NumPy and PyTorch do: views of x see it, and x's version
+counter moves, so a node that saved x raises at backward instead of using the changed values.
+On the tape x takes the result and its history continues from the op's node (see in_place)."""
+import sys
+
+from .. import backend
+from ..autograd.grad_mode import state
+from ..tensor import Tensor
+from . import elementwise as E
+from ._util import as_tensor_like
+from .shape import broadcast_to
+
+__all__ = ["in_place"]
+
+
+def in_place(fn, x, name):
+    """fn(x) stored in x; returns x.
+
+    Off the tape the result is written into x's memory. On the tape x takes the result's array (in
+    x's dtype) and its history continues from fn's node, which computed from a stand-in for x's old
+    values; the old array itself is left as it was (a node that kept it still reads the old values,
+    and no memory goes to a second copy), and nodes that saved x see its version change and raise at
+    backward. Refused on the tape: a leaf that requires grad, and a tensor whose memory another
+    tensor shows (a view, its base, a detached alias), which would keep the old values."""
+    if not state.grad_enabled:
+        return _write(x, fn(x), name)
+    if x.requires_grad and x.grad_fn is None:
+        raise RuntimeError(
+            f"{name}: the tensor (shape {x.shape}) is a leaf that requires grad: changing it in place would "
+            "change the value its gradient is for; compute a new tensor, or change it under gt.no_grad()"
+        )
+    out = fn(Tensor(x.data, x.requires_grad, x.grad_fn, x._output_nr))
+    if not out.requires_grad:  # nothing to record
+        return _write(x, out, name)
+    if sys.getrefcount(x._version) > _ONE_HOLDER:  # views, their base and detached aliases share it
+        raise RuntimeError(
+            f"{name}: the tensor (shape {x.shape}) shares its memory with another tensor (a view, its base or "
+            "a detached alias), which would not see the change on the tape; compute a new tensor"
+        )
+    out = _stored_as(x, out, name)
+    x.data = out.data
+    x._bump_version()
+    x.requires_grad = True
+    x._rebase(out.grad_fn, out._output_nr)
+    return x
+
+
+def _stored_as(x, out, name):
+    """out as x can hold it: x's shape (an in-place op cannot change it) and dtype (cast when the
+    kinds allow, as NumPy's same_kind: float64 into float32, not float into int)."""
+    if out.shape != x.shape:
+        raise ValueError(
+            f"{name}: the result has shape {out.shape} but the tensor has shape {x.shape}; an in-place op "
+            "cannot change a tensor's shape"
+        )
+    if out.dtype != x.dtype:
+        if not backend.xp(x.data).can_cast(out.dtype, x.dtype, "same_kind"):
+            raise TypeError(f"{name}: a {out.dtype} result cannot be stored in the tensor's dtype {x.dtype}")
+        out = out.astype(x.dtype)
+    return out
+
+
+def _write(x, out, name):
+    x.data[...] = _stored_as(x, out, name).data
+    x._bump_version()
+    return x
+
+
+def _references_of_one_holder():
+    """sys.getrefcount of a version counter one tensor alone holds, measured (not a literal 2:
+    interpreters differ in counting the call's own reference)."""
+    probe = Tensor(None)
+    return sys.getrefcount(probe._version)
+
+
+_ONE_HOLDER = _references_of_one_holder()
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+
+def _everywhere(t):
+    return Tensor(backend.xp(t.data).ones(t.shape, dtype=bool))
+
+
+def _method(name, fn):
+    def method(self, *args, **kwargs):
+        return in_place(lambda t: fn(t, *args, **kwargs), self, name)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"In place: {fn.__name__}'s result stored in this tensor (see gradtensor.ops.inplace)."
+    return method
+
+
+def _add(t, other, alpha=1):
+    return E.add(t, other if alpha == 1 else other * alpha)
+
+
+def _sub(t, other, alpha=1):
+    return E.sub(t, other if alpha == 1 else other * alpha)
+
+
+def _copy(t, src):
+    """src's values (broadcast to t, in t's dtype); t's old values get a zero gradient."""
+    src = as_tensor_like(src, t, "copy_")
+    return E.where(_everywhere(t), broadcast_to(src, t.shape).astype(t.dtype), t)
+
+
+def _fill(t, value):
+    return E.where(_everywhere(t), value, t)
+
+
+def _zero(t):
+    return E.where(_everywhere(t), 0, t)
+
+
+INPLACE_METHODS = {
+    "add_": _add, "sub_": _sub, "mul_": E.mul, "div_": E.div, "pow_": E.pow, "neg_": E.neg,
+    "clip_": E.clip, "clamp_": E.clip, "copy_": _copy, "fill_": _fill, "zero_": _zero,
+    "__iadd__": E.add, "__isub__": E.sub, "__imul__": E.mul, "__itruediv__": E.div, "__ifloordiv__": E.floor_divide,
+    "__imod__": E.remainder, "__ipow__": E.pow,
+}
+
+
+def install(tensor_class):
+    for name, fn in INPLACE_METHODS.items():
+        setattr(tensor_class, name, _method(name, fn))
