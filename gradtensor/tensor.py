@@ -315,8 +315,8 @@ class _RetainGrad:
 
     def __call__(self, grad):
         tensor = self.tensor()
-        if tensor is not None:
-            tensor.grad = grad if tensor.grad is None else tensor.grad + grad
+        if tensor is not None:  # (a copy: the engine goes on with grad's memory, and .grad may be written in place)
+            tensor.grad = grad.clone() if tensor.grad is None else tensor.grad + grad
         return None
 
 

@@ -493,3 +493,15 @@ def test_a_region_returning_its_input_shares_its_version_counter():
         same[0] = 5.0
     with pytest.raises(RuntimeError, match="modified in place"):
         out.backward()
+
+
+def test_a_region_changing_its_input_in_place_is_refused():
+    w = gt.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"checkpoint: the region changed its input \(shape \(2,\)\) in place"):
+        gt.checkpoint(lambda x: x.add_(1.0) * 2.0, w * 1.0)
+    blocks = gt.nn.Sequential(gt.nn.Linear(2, 2), gt.nn.ReLU(inplace=True), gt.nn.Linear(2, 2), gt.nn.ReLU(inplace=True))
+    with pytest.raises(RuntimeError, match="checkpoint: the region changed its input"):
+        gt.checkpoint_sequential(blocks, [1, 2, 1], gt.randn(3, 2))  # segment 2 starts with ReLU(inplace)
+    out = gt.checkpoint_sequential(blocks, [2, 2], gt.randn(3, 2))  # in place on the regions' own intermediates
+    out.sum().backward()
+    assert blocks[0].weight.grad is not None

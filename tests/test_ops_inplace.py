@@ -149,3 +149,47 @@ def test_in_place_matches_torch():
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-14)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-14)
     assert np.any(results[0][1] == 0) and np.any(results[0][1] != 0)  # the clamp cut one element off
+
+
+def test_an_in_place_change_of_a_saved_output_raises():
+    """exp, relu, sigmoid... keep their output for backward: writing into it is caught by its version."""
+    for make in (lambda w: w.exp(), lambda w: w.relu(), lambda w: w.sigmoid()):
+        w = leaf([0.5, -1.0])
+        h = make(w)
+        with gt.no_grad():
+            h *= 2.0
+        with pytest.raises(RuntimeError, match=r"its output \(shape \(2,\)\), which backward needs, was modified in place"):
+            h.sum().backward()
+
+
+def test_products_keep_an_operand_only_for_the_other_ones_gradient():
+    """h * 0.5 does not need h for any gradient, so changing h afterwards is fine (as in PyTorch)."""
+    w = leaf([0.5, -1.0, 2.0])
+    h = w * 2.0
+    h += h * 0.5
+    h -= h / 4.0
+    h += h @ gt.tensor(np.eye(3))
+    h.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [4.5, 4.5, 4.5], rtol=1e-15)  # 2 * 1.5 * 0.75 * 2
+
+
+def test_fill_copy_and_zero_cast_as_pytorch_does():
+    assert gt.tensor([True, False]).zero_().tolist() == [False, False]
+    assert gt.tensor([True, False]).fill_(1).tolist() == [True, True]
+    assert gt.tensor([5, -3, 7]).fill_(2.7).tolist() == [2, 2, 2]
+    assert gt.tensor([1, 2]).copy_(gt.tensor([3.9, -1.2])).tolist() == [3, -1]
+    x = gt.tensor(np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(x.copy_(3.0).numpy(), [3.0, 3.0])
+    np.testing.assert_array_equal(x.add_([0.5], alpha=2).numpy(), [4.0, 4.0])  # a list is an operand, not repeated
+
+
+def test_a_retained_gradient_is_a_copy_of_its_own():
+    w = leaf([1.0, 2.0])
+    h = w * 2.0
+    h.retain_grad()
+    k = h + 0.0
+    k.retain_grad()
+    (k * gt.tensor([3.0, 4.0])).sum().backward()
+    h.grad *= 10.0
+    np.testing.assert_array_equal(k.grad.numpy(), [3.0, 4.0])
+    np.testing.assert_array_equal(h.grad.numpy(), [30.0, 40.0])

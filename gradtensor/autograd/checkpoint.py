@@ -101,6 +101,7 @@ def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
     rng_states = _rng_snapshot(inputs) if preserve_rng_state else None
     autocast = _autocast_snapshot()
     observer = _ExternalTensors(inputs)
+    versions = [t._version[0] for t in inputs]
     prev_observer, state.observer = state.observer, observer
     state.grad_enabled = False
     try:
@@ -109,6 +110,12 @@ def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
     finally:
         state.grad_enabled = True
         state.observer = prev_observer
+    for t, version in zip(inputs, versions):
+        if t._version[0] != version:
+            raise RuntimeError(
+                f"checkpoint: the region changed its input (shape {t.shape}) in place, which its recomputation "
+                "in backward would do again; change a copy (x.clone()) inside the region, or do it outside"
+            )
 
     outputs = _tensor_leaves(result)
     tape_inputs = inputs + observer.tensors

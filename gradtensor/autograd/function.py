@@ -42,6 +42,7 @@ class Function:
     _saved = None  # the tensors (or None/numbers) forward saved
     _saved_versions = None  # their version counters at save time, taken when the op is recorded
     _saved_output = None  # the output array, when forward asked to keep it (ctx.save_output)
+    _output_version = None  # (version counter, version at record time) of that output's tensor
     _hooks = None  # {output_nr: [hook]} of non-leaf tensors
     _freed = False
     _output_meta = None  # per output (shape, dtype) when there are several: unused ones get zero gradients
@@ -109,13 +110,20 @@ class Function:
                     versions.append(t._version[0] if isinstance(t, Tensor) else None)
         if type(out) is not tuple:
             dtype = out.dtype
-            return Tensor(out, dtype.kind == "f" or dtype == _bfloat16, self, 0,
-                          None if out.base is None else _shared_version(out, args))
+            result = Tensor(out, dtype.kind == "f" or dtype == _bfloat16, self, 0,
+                            None if out.base is None else _shared_version(out, args))
+            if self._saved_output is not None:
+                self._output_version = result._version, result._version[0]
+            return result
         self._output_meta = tuple((o.shape, o.dtype) for o in out)
-        return tuple(
+        results = tuple(
             Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i, _shared_version(o, args))
             for i, o in enumerate(out)
         )
+        for result in results:
+            if result.data is self._saved_output:
+                self._output_version = result._version, result._version[0]
+        return results
 
     def input_shape(self, i):
         """Shape of input i (recorded for inputs that need a gradient)."""
@@ -153,6 +161,12 @@ class Function:
         """The output kept by save_output, as a tensor whose graph leads back to this node."""
         if self._freed:
             raise _freed_error(self)
+        if self._output_version is not None and self._output_version[0][0] != self._output_version[1]:
+            version, expected = self._output_version[0][0], self._output_version[1]
+            raise RuntimeError(
+                f"{self.name()}: its output (shape {self._saved_output.shape}), which backward needs, was modified "
+                f"in place (version {version}, expected {expected}); compute on a copy (y.clone()) instead"
+            )
         if state.backward_on_arrays:
             return self._saved_output
         out = Tensor(self._saved_output, grad_fn=self if state.grad_enabled else None)

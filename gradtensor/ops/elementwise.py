@@ -113,14 +113,16 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad  # each operand is kept only for the other's gradient
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)
         return _arithmetic(operator.mul, a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        return (sum_to(g * b, shape_of(a)) if need_a else None, sum_to(g * a, shape_of(b)) if need_b else None)
+        return (sum_to(g * b, ctx.input_shape(0)) if need_a else None,
+                sum_to(g * a, ctx.input_shape(1)) if need_b else None)
 
 
 class Div(Function):
@@ -128,15 +130,15 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b)  # a only for b's gradient
         return _arithmetic(operator.truediv, a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        ga = sum_to(g / b, shape_of(a)) if need_a else None
-        gb = sum_to(-g * a / (b * b), shape_of(b)) if need_b else None
+        ga = sum_to(g / b, ctx.input_shape(0)) if need_a else None
+        gb = sum_to(-g * a / (b * b), ctx.input_shape(1)) if need_b else None
         return ga, gb
 
 

@@ -96,31 +96,35 @@ def _method(name, fn):
     return method
 
 
+def _scaled(t, other, alpha, name):
+    other = as_tensor_like(other, t, name)  # (a list times alpha would repeat the list)
+    return other if alpha == 1 else other * alpha
+
+
 def _add(t, other, alpha=1):
-    return E.add(t, other if alpha == 1 else other * alpha)
+    return E.add(t, _scaled(t, other, alpha, "add_"))
 
 
 def _sub(t, other, alpha=1):
-    return E.sub(t, other if alpha == 1 else other * alpha)
+    return E.sub(t, _scaled(t, other, alpha, "sub_"))
 
 
 def _copy(t, src):
-    """src's values (broadcast to t, in t's dtype); t's old values get a zero gradient."""
+    """src's values, broadcast to t and cast to its dtype whatever the kinds (as PyTorch's copy_,
+    fill_ and zero_); t's old values get a zero gradient."""
     src = as_tensor_like(src, t, "copy_")
+    if not isinstance(src, Tensor):  # a Python number
+        src = Tensor(backend.xp(t.data).full(t.shape, src, dtype=t.dtype))
     return E.where(_everywhere(t), broadcast_to(src, t.shape).astype(t.dtype), t)
 
 
-def _fill(t, value):
-    return E.where(_everywhere(t), value, t)
-
-
 def _zero(t):
-    return E.where(_everywhere(t), 0, t)
+    return _copy(t, 0)
 
 
 INPLACE_METHODS = {
     "add_": _add, "sub_": _sub, "mul_": E.mul, "div_": E.div, "pow_": E.pow, "neg_": E.neg,
-    "clip_": E.clip, "clamp_": E.clip, "copy_": _copy, "fill_": _fill, "zero_": _zero,
+    "clip_": E.clip, "clamp_": E.clip, "copy_": _copy, "fill_": _copy, "zero_": _zero,
     "__iadd__": E.add, "__isub__": E.sub, "__imul__": E.mul, "__itruediv__": E.div, "__ifloordiv__": E.floor_divide,
     "__imod__": E.remainder, "__ipow__": E.pow,
 }

@@ -52,30 +52,35 @@ class Matmul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad  # each operand is kept only for the other's gradient
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)
+        ctx.shapes = a.shape, b.shape
         return backend.matmul(a.data, b.data)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
+        a_shape, b_shape = ctx.shapes
         # NumPy's 1-D rules: a vector is a row on the left and a column on the right, and that axis
         # is dropped from the result; put it back so that every operand is a (batch of) matrix.
-        a2 = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
-        b2 = b.reshape(b.shape[0], 1) if b.ndim == 1 else b
-        g2 = g.reshape(_broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
+        a2_shape = (1, a_shape[0]) if len(a_shape) == 1 else a_shape
+        b2_shape = (b_shape[0], 1) if len(b_shape) == 1 else b_shape
+        g2 = g.reshape(_broadcast_shapes(a2_shape[:-2], b2_shape[:-2]) + (a2_shape[-2], b2_shape[-1]))
         ga = gb = None
         if need_a:
-            ga = sum_to(matmul_of(g2, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape)
+            b2 = b.reshape(b2_shape)
+            ga = sum_to(matmul_of(g2, b2.swapaxes(-1, -2)), a2_shape).reshape(a_shape)
         if need_b:
-            if b2.ndim == 2 and a2.ndim > 2:
+            a2 = a.reshape(a2_shape)
+            if len(b2_shape) == 2 and a2.ndim > 2:
                 # b is shared by the whole batch: fold the batch into the contraction (one GEMM, no
                 # (batch, k, n) temporary to sum; the weight gradient of a linear layer on sequences)
                 rows = math.prod(a2.shape[:-1])
                 gb = matmul_of(a2.reshape(rows, a2.shape[-1]).T, g2.reshape(rows, g2.shape[-1]))
             else:
-                gb = sum_to(matmul_of(a2.swapaxes(-1, -2), g2), b2.shape)
-            gb = gb.reshape(b.shape)
+                gb = sum_to(matmul_of(a2.swapaxes(-1, -2), g2), b2_shape)
+            gb = gb.reshape(b_shape)
         return ga, gb
 
 
