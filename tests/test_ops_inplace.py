@@ -193,3 +193,12 @@ def test_a_retained_gradient_is_a_copy_of_its_own():
     h.grad *= 10.0
     np.testing.assert_array_equal(k.grad.numpy(), [3.0, 4.0])
     np.testing.assert_array_equal(h.grad.numpy(), [30.0, 40.0])
+
+
+def test_an_in_place_change_of_a_where_condition_raises():
+    w = leaf([1.0, 2.0])
+    mask = gt.tensor([True, False])
+    y = gt.where(mask, w, 0.0)
+    mask.fill_(True)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.sum().backward()

@@ -729,14 +729,14 @@ def clip(x, min=None, max=None):  # noqa: A002 - NumPy's keyword names
 class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
-        ctx.cond = cond
+        ctx.save_for_backward(cond)  # (saved, so an in-place change of the condition is caught)
         c = cond.data
         return _promoted(backend.xp(c).where(c, data_of(a), data_of(b)), a, b)
 
     @staticmethod
     def backward(ctx, g):
         _, need_a, need_b = ctx.needs_input_grad
-        cond = ctx.cond
+        (cond,) = ctx.saved_tensors
         zero = zeros_like_grad(g)
         ga = sum_to(where(cond, g, zero), ctx.input_shape(1)) if need_a else None
         gb = sum_to(where(cond, zero, g), ctx.input_shape(2)) if need_b else None
