@@ -202,3 +202,22 @@ def test_an_in_place_change_of_a_where_condition_raises():
     mask.fill_(True)
     with pytest.raises(RuntimeError, match="modified in place"):
         y.sum().backward()
+
+
+def test_changing_targets_or_indices_in_place_after_use_leaves_the_gradient_as_computed():
+    """Class labels and index arrays are copied when used (PyTorch raises here instead)."""
+    F = gt.nn.functional
+    logits = gt.tensor(np.array([[1.0, 2.0, 0.5], [0.1, 0.2, 0.3]]), requires_grad=True)
+    target = gt.tensor([0, 2])
+    loss = F.cross_entropy(logits, target)
+    target += 1
+    loss.backward()
+    expected = gt.tensor(logits.numpy(), requires_grad=True)
+    F.cross_entropy(expected, gt.tensor([0, 2])).backward()
+    np.testing.assert_allclose(logits.grad.numpy(), expected.grad.numpy(), rtol=1e-15)
+    w = leaf([1.0, 2.0, 3.0])
+    index = gt.tensor([0, 0, 2])
+    picked = w[index]
+    index.zero_()
+    picked.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 0.0, 1.0])

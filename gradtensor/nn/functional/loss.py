@@ -232,7 +232,7 @@ def _checked_labels(name, input, target, ignore_index):
     """(labels, valid): the class-index array of target, checked against input, and where it is not ignore_index."""
     axis = _class_axis(input)
     classes = input.shape[axis]
-    labels = target.data
+    labels = target.data.copy()  # a copy: backward reads them, and target may be changed in place later
     expected = input.shape[:axis] + input.shape[axis + 1:]
     if labels.shape != expected:
         raise ValueError(
