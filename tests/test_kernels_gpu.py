@@ -260,7 +260,7 @@ def test_optimizer_steps_take_other_arrays_through_the_reference():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_unscale_and_check(dtype):
     grads, device_grads = tensor_set(dtype, 80)
-    assert fused.unscale_and_check_(device_grads, 1 / 512) is False
+    assert kernels.unscale_and_check_(device_grads, 1 / 512) is False
     assert reference.unscale_and_check_(grads, 1 / 512) is False
     for d, h in zip(device_grads, grads):
         np.testing.assert_array_equal(cp.asnumpy(d), h)  # one fp32 product each: exact
@@ -268,12 +268,12 @@ def test_unscale_and_check(dtype):
     for tensor, index in ((-2, TENSOR_SIZES[-2] - 1), (-1, 70000)):
         for bad in (np.inf, -np.inf, np.nan):
             device_grads[tensor][index] = bad
-            assert fused.unscale_and_check_(device_grads, 1.0) is True
+            assert kernels.unscale_and_check_(device_grads, 1.0) is True
             device_grads[tensor][index] = 0
-    assert fused.unscale_and_check_(device_grads, 1.0) is False
+    assert kernels.unscale_and_check_(device_grads, 1.0) is False
     if dtype == np.float16:  # the product overflows float16 on the way back: caught on the stored value
         device_grads[0][0] = 60000
-        assert fused.unscale_and_check_(device_grads, 2.0) is True
+        assert kernels.unscale_and_check_(device_grads, 2.0) is True
 
 
 def test_unscale_and_check_mixes_kernel_and_reference_arrays():

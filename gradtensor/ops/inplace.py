@@ -14,7 +14,7 @@ from . import elementwise as E
 from ._util import as_tensor_like
 from .shape import broadcast_to
 
-__all__ = ["in_place"]
+__all__ = ["in_place", "write_in_place"]
 
 
 def in_place(fn, x, name):
@@ -65,9 +65,14 @@ def _stored_as(x, out, name):
 
 
 def _write(x, out, name):
-    x.data[...] = _stored_as(x, out, name).data
-    x._bump_version()
+    write_in_place(x, _stored_as(x, out, name).data)
     return x
+
+
+def write_in_place(t, array):
+    """Overwrite t's memory off the tape (also running statistics) and move its version counter."""
+    t.data[...] = array
+    t._bump_version()
 
 
 def _references_of_one_holder():
@@ -81,10 +86,6 @@ _ONE_HOLDER = _references_of_one_holder()
 
 
 # --- the methods ---------------------------------------------------------------------------------
-
-
-def _everywhere(t):
-    return Tensor(backend.xp(t.data).ones(t.shape, dtype=bool))
 
 
 def _method(name, fn):
@@ -115,7 +116,7 @@ def _copy(t, src):
     src = as_tensor_like(src, t, "copy_")
     if not isinstance(src, Tensor):  # a Python number
         src = Tensor(backend.xp(t.data).full(t.shape, src, dtype=t.dtype))
-    return E.where(_everywhere(t), broadcast_to(src, t.shape).astype(t.dtype), t)
+    return E.where(True, broadcast_to(src, t.shape).astype(t.dtype), t)
 
 
 def _zero(t):

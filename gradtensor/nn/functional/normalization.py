@@ -11,7 +11,8 @@ from ... import fused, ops
 from ...autograd.function import Function
 from ...autograd.grad_mode import state
 from ...tensor import Tensor
-from ._util import check_floating, write_in_place
+from ...ops.inplace import write_in_place
+from ._util import check_floating
 from .activation import composite_vjp
 from ...ops._autocast import autocast_op
 
