@@ -246,6 +246,12 @@ def broadcast_to(array, shape):
     the small arrays it views (a reduction's backward calls it every step), so for a C-contiguous NumPy
     array of a built-in dtype the view is made directly."""
     if type(array) is np.ndarray and array.dtype.isbuiltin == 1 and array.flags.c_contiguous and array.size:
+        if not array.ndim:  # (a full reduction's gradient: every stride 0)
+            if 0 in shape:
+                return xp(array).broadcast_to(array, shape)
+            view = np.ndarray(shape, array.dtype, array, 0, (0,) * len(shape))
+            view.setflags(write=False)
+            return view
         lead = len(shape) - array.ndim
         strides = [0] * lead
         for wanted, have, stride in zip(shape[lead:], array.shape, array.strides):

@@ -186,6 +186,17 @@ def test_hook_on_a_leaf_modifies_its_gradient_until_removed():
     assert_close(x.grad, [3.0, 3.0])
 
 
+def test_hook_on_a_leaf_used_several_times_sees_the_sum_once():
+    x = leaf([1.0, 2.0])
+    seen = []
+    x.register_hook(lambda g: seen.append(g.numpy()) or g * 10.0)
+    (x * 3.0 + x * x + x.exp()).sum().backward()
+    total = 3.0 + 2 * x.numpy() + np.exp(x.numpy())
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], total, rtol=1e-12)
+    assert_close(x.grad, 10 * total)
+
+
 def test_hook_on_a_non_leaf_modifies_the_gradient_flowing_on():
     x = leaf([1.0, 2.0])
     y = x * 3.0

@@ -20,7 +20,7 @@ from ..ops import _autocast
 from ..tensor import Tensor
 from . import graph
 from .engine import grad as autograd_grad
-from .function import Function, _check_finite
+from .function import Function, _check_finite, _needs_and_edges
 from .grad_mode import enable_grad, state
 
 
@@ -119,7 +119,7 @@ def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
 
     outputs = _tensor_leaves(result)
     tape_inputs = inputs + observer.tensors
-    needs = [t.requires_grad for t in tape_inputs]
+    needs, edges = _needs_and_edges(tape_inputs)
     if not outputs or not any(needs):
         return result  # nothing to differentiate: the region ran without recording
 
@@ -131,7 +131,7 @@ def checkpoint(fn, *args, preserve_rng_state=True, **kwargs):
     datas = tuple(o.data for o in outputs)
     if state.anomaly:
         _check_finite(datas, "checkpoint (forward)")
-    return _replace_tensors(result, iter(ctx._record(tape_inputs, needs, datas)))
+    return _replace_tensors(result, iter(ctx._record(tape_inputs, edges, datas)))
 
 
 # --- checkpoint_sequential ----------------------------------------------------------------------

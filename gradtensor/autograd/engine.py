@@ -49,8 +49,10 @@ def _root_grad(grad, like, where, as_tensor):
 def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None, allow_unused=False):
     """Backpropagate from `roots`. With `inputs`, return their gradients instead of filling .grad."""
     where = "backward" if inputs is None else "grad"
-    buffers = {}  # node -> [gradient per output]: arrays, or Tensors under create_graph
-    pending = []  # heap of (-sequence number, node) of the nodes holding a gradient: latest first
+    # node -> [gradient per output]: arrays, or Tensors under create_graph. Leaves' nodes stay here,
+    # off the heap, until every other node has run (nothing lies below a leaf): then each holds its sum.
+    buffers = {}
+    pending = []  # heap of (-sequence number, node) of the non-leaf nodes holding a gradient: latest first
     summed = None if create_graph else set()  # see _receive
     borrowed = set()  # ids of gradient arrays that other places may also hold
     for t, g in zip(roots, root_grads):
@@ -75,24 +77,11 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
 
     prev_mode, prev_on_arrays = state.grad_enabled, state.backward_on_arrays
     state.grad_enabled = create_graph
-    state.backward_on_arrays = False
+    state.backward_on_arrays = not create_graph  # (_call_backward turns it off for a formula on Tensors)
     try:
         while pending:
             node = heappop(pending)[1]
             grads = buffers.pop(node)
-            if type(node) is AccumulateGrad:
-                leaf = node._variable()
-                if leaf is not None and grads[0] is not None:
-                    g = grads[0]
-                    if leaf._hooks:
-                        g = _run_hooks(leaf._hooks, g, create_graph, borrowed)
-                    if targets is not None:
-                        for i in targets.get((node, 0), ()):
-                            captured[i] = g
-                    else:
-                        _accumulate(leaf, g, create_graph, borrowed)
-                continue
-
             if node._hooks:
                 for nr, hooks in node._hooks.items():
                     if grads[nr] is not None:
@@ -106,6 +95,18 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             _run_node(node, grads, buffers, pending, borrowed, summed)
             if not retain_graph:
                 node._release()
+
+        for node, (g,) in buffers.items():  # only leaves' nodes are left
+            leaf = node._variable()
+            if leaf is None:
+                continue
+            if leaf._hooks:
+                g = _run_hooks(leaf._hooks, g, create_graph, borrowed)
+            if targets is not None:
+                for i in targets.get((node, 0), ()):
+                    captured[i] = g
+            else:
+                _accumulate(leaf, g, create_graph, borrowed)
     finally:
         state.grad_enabled, state.backward_on_arrays = prev_mode, prev_on_arrays
 
@@ -123,25 +124,29 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     return tuple(captured)
 
 
-def _call_backward(node, grads, create_graph):
-    """The node's input gradients as its backward returns them (_run_node makes them Tensors under
-    create_graph, else arrays): the formula runs on arrays when the node allows it, else on Tensors,
-    unrecorded."""
+def _call_backward(node, grads, create_graph, anomaly):
+    """node's backward, for the cases off _run_node's fast path: a formula written on Tensors in a
+    pass on arrays (it gets Tensors, unrecorded), and anomaly detection (which reports NaN/inf by the
+    node whose gradients carry it, not by an op inside its backward)."""
     fn = type(node)
-    if create_graph:
-        return fn.backward(node, *grads)
-    if fn.backward_on_arrays:
-        # (no try/finally: an exception ends the pass, and run_backward restores the flag)
-        state.backward_on_arrays = True
-        out = fn.backward(node, *grads)
+    if anomaly:
+        state.anomaly = False
+    try:
+        if create_graph or fn.backward_on_arrays:
+            return fn.backward(node, *grads)
         state.backward_on_arrays = False
-        return out
-    return fn.backward(node, *[None if g is None else Tensor(g) for g in grads])
+        try:
+            return fn.backward(node, *[None if g is None else Tensor(g) for g in grads])
+        finally:
+            state.backward_on_arrays = True
+    finally:
+        if anomaly:
+            state.anomaly = True
 
 
 def _run_node(node, grads, buffers, pending, borrowed, summed):
     """Call node's backward and route each input gradient to the node that produced that input (which
-    joins `pending` with its first gradient)."""
+    joins `pending` with its first gradient, unless it is a leaf's)."""
     create_graph = summed is None
     if node._output_meta is not None:  # several outputs: unused ones get zero gradients
         for i, g in enumerate(grads):
@@ -151,15 +156,12 @@ def _run_node(node, grads, buffers, pending, borrowed, summed):
                 grads[i] = Tensor(zero) if create_graph else zero
     if node._freed:
         raise _freed_error(node)
+    fn = type(node)
     anomaly = state.anomaly
-    if anomaly:  # report NaN/inf by the node whose gradients carry it, not by an op inside its backward
-        state.anomaly = False
-        try:
-            in_grads = _call_backward(node, grads, create_graph)
-        finally:
-            state.anomaly = True
+    if (create_graph or fn.backward_on_arrays) and not anomaly:
+        in_grads = fn.backward(node, *grads)
     else:
-        in_grads = _call_backward(node, grads, create_graph)
+        in_grads = _call_backward(node, grads, create_graph, anomaly)
     edges = node.next_edges
     if type(in_grads) is not tuple:
         in_grads = (in_grads,)
@@ -189,13 +191,19 @@ def _run_node(node, grads, buffers, pending, borrowed, summed):
         if g.dtype is not dtype and g.dtype != dtype:
             g = g.astype(dtype)
         if owners is not None:
-            owner = id(_owner(g))  # (ids: `in` on arrays would compare them elementwise)
+            base = g.base  # (ids: `in` on arrays would compare them elementwise)
+            owner = id(g if base is None else base)
             if owner in owners:
                 borrowed.add(owner)
             owners.append(owner)
         if anomaly:
             _check_finite((_array(g),), f"{node.name()} (backward of {type(node).op_name()})")
-        _receive(buffers, pending, child, nr, g, summed)
+        if child in buffers or child._output_meta is not None:
+            _receive(buffers, pending, child, nr, g, summed)
+        else:  # (_receive's first case, inline: the common one)
+            buffers[child] = [g]
+            if type(child) is not AccumulateGrad:
+                heappush(pending, (-child._seq, child))
 
 
 def _array(g):
@@ -213,10 +221,10 @@ def _first(items):
 
 
 def _receive(buffers, pending, node, nr, g, summed):
-    """Add g to the gradient waiting for output nr of node, which joins `pending` with its first one.
-    `summed` (arrays only) names the slots that hold a sum the engine made, which nobody else has seen:
-    further gradients add into it in place (a weight used at every step of a sequence gathers its
-    gradient without a new array per step)."""
+    """Add g to the gradient waiting for output nr of node, which joins `pending` with its first one
+    (unless it is a leaf's: see run_backward). `summed` (arrays only) names the slots that hold a sum
+    the engine made, which nobody else has seen: further gradients add into it in place (a weight
+    used at every step of a sequence gathers its gradient without a new array per step)."""
     buf = buffers.get(node)
     if buf is None:
         meta = node._output_meta
@@ -225,7 +233,8 @@ def _receive(buffers, pending, node, nr, g, summed):
         else:
             buf = buffers[node] = [None] * len(meta)
             buf[nr] = g
-        heappush(pending, (-node._seq, node))
+        if type(node) is not AccumulateGrad:
+            heappush(pending, (-node._seq, node))
         return
     current = buf[nr]
     if current is None:
@@ -250,12 +259,16 @@ def _run_hooks(hooks, g, create_graph, borrowed):
     keep what it sees (retain_grad does): that memory is borrowed from then on, and a .grad made from
     it gets a copy of its own."""
     t = g if create_graph else Tensor(g)
-    # retain_grad stores the gradient after every other hook, whatever the order of registration
-    for hook in sorted(hooks, key=lambda h: isinstance(h, _RetainGrad)):
-        borrowed.add(id(_owner(_array(t))))
-        result = hook(t)
-        if result is not None:
-            t = result
+    on_arrays, state.backward_on_arrays = state.backward_on_arrays, False  # (hooks compute on Tensors)
+    try:
+        # retain_grad stores the gradient after every other hook, whatever the order of registration
+        for hook in sorted(hooks, key=lambda h: isinstance(h, _RetainGrad)):
+            borrowed.add(id(_owner(_array(t))))
+            result = hook(t)
+            if result is not None:
+                t = result
+    finally:
+        state.backward_on_arrays = on_arrays
     borrowed.add(id(_owner(_array(t))))
     return t if create_graph else t.data
 
@@ -266,8 +279,13 @@ def _accumulate(leaf, g, create_graph, borrowed):
         leaf.grad = g.clone() if leaf.grad is None else leaf.grad + g
         return
     if leaf.grad is None:
-        # .grad must be writable memory of its own: optimizers and the GradScaler update it in place
-        if (borrowed and id(_owner(g)) in borrowed) or 0 in g.strides or not getattr(g.flags, "writeable", True):
+        # .grad must be writable memory of its own: optimizers and the GradScaler update it in place.
+        # (An array that owns its memory has no zero strides; a read-only one came from a hook or the
+        # caller's seed, which are borrowed.)
+        if g.base is None:
+            if borrowed and id(g) in borrowed:
+                g = g.copy()
+        elif id(g.base) in borrowed or 0 in g.strides or not getattr(g.flags, "writeable", True):
             g = g.copy()
         leaf.grad = Tensor(g)
     else:

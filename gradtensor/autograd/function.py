@@ -55,14 +55,7 @@ class Function:
         if not prev and not state.anomaly and state.observer is None:  # nothing recorded (backward): lean path
             ctx.needs_input_grad = _NO_GRADS.get(len(args)) or [False] * len(args)
             return _untracked(_run_forward(cls, ctx, args, kwargs), args)
-        if len(args) == 2:  # the common case, without a comprehension's frame
-            first, second = args
-            needs = [isinstance(first, Tensor) and first.requires_grad,
-                     isinstance(second, Tensor) and second.requires_grad]
-        else:
-            needs = []  # (a loop: a comprehension's frame costs more for a few arguments)
-            for a in args:
-                needs.append(isinstance(a, Tensor) and a.requires_grad)
+        needs, edges = _needs_and_edges(args)
         ctx.needs_input_grad = needs
         state.grad_enabled = False
         try:
@@ -81,21 +74,10 @@ class Function:
             state.observer(args, needs)
         if not (prev and True in needs):
             return _untracked(out, args)
-        return ctx._record(args, needs, out)
+        return ctx._record(args, edges, out)
 
-    def _record(self, args, needs, out):
-        """Link this node into the tape: edges to the inputs' nodes, outputs that point back here."""
-        edges = []
-        for a, need in zip(args, needs):
-            if need:
-                data = a.data
-                fn = a.grad_fn
-                if fn is None:  # a leaf: its AccumulateGrad node
-                    edges.append((a._accumulator or a._get_accumulator(), 0, data.shape, data.dtype))
-                else:
-                    edges.append((fn, a._output_nr, data.shape, data.dtype))
-            else:
-                edges.append(None)
+    def _record(self, args, edges, out):
+        """Link this node into the tape (edges from _needs_and_edges): outputs that point back here."""
         self.next_edges = edges
         self._seq = next_sequence_nr()
         saved = self._saved
@@ -140,8 +122,15 @@ class Function:
         saved = self._saved
         if not saved:
             return ()
-        arrays = [] if state.backward_on_arrays else None  # a backward run on arrays reads their data
-        for t, version in zip(saved, self._saved_versions or (None,) * len(saved)):
+        on_arrays = state.backward_on_arrays  # a backward run on arrays reads their data
+        versions = self._saved_versions
+        if on_arrays and len(saved) == 2 and versions:  # (a binary op's pair written out: the hot case)
+            a, b = saved
+            va, vb = versions
+            if (va is None or a._version[0] == va) and (vb is None or b._version[0] == vb):
+                return (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor) else b)
+        arrays = [] if on_arrays else None
+        for t, version in zip(saved, versions or (None,) * len(saved)):
             if version is not None and t._version[0] != version:
                 raise RuntimeError(
                     f"{self.name()}: a tensor it saved for backward (shape {t.shape}, dtype {t.dtype}) was "
@@ -206,6 +195,26 @@ class Function:
 _ndarray = np.ndarray
 _new = object.__new__
 _NO_GRADS = {n: (False,) * n for n in range(1, 9)}  # shared needs_input_grad of unrecorded calls
+
+
+def _needs_and_edges(args):
+    """Per input: whether it needs a gradient, and the edge to the node its gradient goes to:
+    (node, output_nr, shape, dtype), or None. One loop for both (a comprehension's frame costs more
+    for a few arguments)."""
+    needs = []
+    edges = []
+    for a in args:
+        if isinstance(a, Tensor) and a.requires_grad:
+            data = a.data
+            fn = a.grad_fn
+            if fn is None:  # a leaf: its AccumulateGrad node
+                fn = a._accumulator or a._get_accumulator()
+            edges.append((fn, a._output_nr, data.shape, data.dtype))
+            needs.append(True)
+        else:
+            edges.append(None)
+            needs.append(False)
+    return needs, edges
 
 
 def _run_forward(cls, ctx, args, kwargs):

@@ -79,7 +79,13 @@ def _promoted(out, a, b, c=None):
 
 def _arithmetic(op, a, b):
     """op on the operands' arrays (a Python scalar stays a scalar), in PyTorch's result dtype."""
-    return _promoted(op(a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor) else b), a, b)
+    x = a.data if isinstance(a, Tensor) else a
+    y = b.data if isinstance(b, Tensor) else b
+    out = op(x, y)
+    dtype = out.dtype
+    if (x is a or x.dtype is dtype) and (y is b or y.dtype is dtype):  # (_promoted's common case, inline)
+        return out
+    return _promoted(out, a, b)
 
 
 class Add(Function):
