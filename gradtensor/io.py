@@ -86,12 +86,12 @@ def _encode(obj, name, tensors):
     if isinstance(obj, (list, tuple)):
         kind = "list" if isinstance(obj, list) else "tuple"
         return {kind: [_encode(value, _join(name, i), tensors) for i, value in enumerate(obj)]}
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":  # (before float: np.float64 is one)
+        return _encode(obj.item(), name, tensors)
     if isinstance(obj, float):
         return {"float": repr(obj)}  # repr round-trips exactly and spells out nan/inf, which JSON cannot
     if isinstance(obj, _SCALAR_TYPES):
         return {"value": obj}
-    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
-        return _encode(obj.item(), name, tensors)
     raise TypeError(
         f"save: cannot store a {type(obj).__name__} (at {name or 'the top level'!r}); save stores tensors, "
         "NumPy arrays, Python numbers, strings, bools, None, and dicts/lists/tuples of them"
@@ -99,7 +99,7 @@ def _encode(obj, name, tensors):
 
 
 def _encode_key(key):
-    return {"float": repr(key)} if isinstance(key, float) else key
+    return {"float": repr(float(key))} if isinstance(key, float) else key  # (np.float64's repr names its type)
 
 
 def _join(prefix, key):

@@ -166,6 +166,16 @@ def test_scheduler_state_round_trip(tmp_path):
     assert_same(load(tmp_path / "s.safetensors")["scheduler"], scheduler.state_dict())
 
 
+def test_numpy_scalars_round_trip_as_python_numbers(tmp_path):
+    """np.float64 is a float whose repr names its type: written as a plain float, as value and as key
+    (a schedule computed with NumPy makes its lr one)."""
+    path = tmp_path / "c.safetensors"
+    save({"lr": np.float64(0.1) ** 0.5, np.float64(1.5): np.int64(3), "flag": np.bool_(True)}, path)
+    loaded = load(path)
+    assert loaded == {"lr": 0.1 ** 0.5, 1.5: 3, "flag": True}
+    assert [type(v) for v in loaded.values()] == [float, int, bool] and type(next(iter(loaded))) is str
+
+
 def test_unsupported_values_raise_before_writing(tmp_path):
     path = tmp_path / "x.safetensors"
     with pytest.raises(TypeError, match="cannot store a set"):

@@ -209,6 +209,24 @@ def test_reduce_lr_on_plateau_max_mode_abs_threshold():
     assert scheduler.get_last_lr() == [0.1] and scheduler.best == 2.0
 
 
+def test_reduce_lr_on_plateau_reduces_groups_added_later():
+    """A group added after the scheduler was built is reduced too (with the one min_lr); min_lr given
+    per group has no entry for it, which raises instead of skipping the group."""
+    a, b = gt.zeros(2, requires_grad=True), gt.zeros(2, requires_grad=True)
+    opt = optim.SGD([a], lr=1.0)
+    scheduler = sched.ReduceLROnPlateau(opt, patience=0, min_lr=0.05)
+    opt.add_param_group({"params": [b], "lr": 1.0})
+    for _ in range(3):
+        scheduler.step(1.0)
+    assert scheduler.get_last_lr() == [0.05, 0.05]
+    opt = optim.SGD([a], lr=1.0)
+    scheduler = sched.ReduceLROnPlateau(opt, patience=0, min_lr=[0.0])
+    opt.add_param_group({"params": [b], "lr": 1.0})
+    scheduler.step(1.0)
+    with pytest.raises(RuntimeError, match="ReduceLROnPlateau: the optimizer has 2 parameter groups but min_lr"):
+        scheduler.step(1.0)
+
+
 def test_get_last_lr_is_a_copy():
     scheduler = sched.StepLR(make_optimizer(), 1)
     scheduler.get_last_lr().append(5)

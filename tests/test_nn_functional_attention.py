@@ -119,3 +119,10 @@ def test_attention_float32():
 def test_attention_errors(call, match):
     with pytest.raises(ValueError, match=f"scaled_dot_product_attention: .*{match}"):
         call()
+
+
+def test_attention_refuses_an_integer_mask():
+    """An integer mask is neither a bool mask nor additive scores (PyTorch raises too)."""
+    q = gt.zeros(2, 2)
+    with pytest.raises(TypeError, match="scaled_dot_product_attention: attn_mask must be bool or floating"):
+        F.scaled_dot_product_attention(q, q, q, attn_mask=gt.tensor([[1, 0], [1, 1]]))

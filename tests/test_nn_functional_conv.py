@@ -131,6 +131,14 @@ def test_conv_integer_input_refused():
         F.conv2d(gt.zeros(1, 1, 3, 3, dtype=gt.int64), gt.zeros(1, 1, 2, 2))
 
 
+def test_conv_refuses_mixed_float_dtypes():
+    """A float32 input with float64 weights is refused (as linear and PyTorch), not widened."""
+    with pytest.raises(TypeError, match="conv2d: input, weight and bias must have one dtype, got float32, float64"):
+        F.conv2d(gt.zeros(1, 1, 3, 3), gt.zeros(1, 1, 2, 2, dtype=gt.float64))
+    with pytest.raises(TypeError, match="conv1d: .*float32, float32, float64"):
+        F.conv1d(gt.zeros(1, 1, 3), gt.zeros(1, 1, 2), gt.zeros(1, dtype=gt.float64))
+
+
 # --- pooling ------------------------------------------------------------------------------
 
 
@@ -241,6 +249,26 @@ def test_max_pool2d_return_indices():
 def test_max_pool2d_propagates_nan():
     x = gt.tensor([[[[1.0, math.nan], [2.0, 3.0]]]])
     assert math.isnan(F.max_pool2d(x, 2).item())
+
+
+def test_max_pool2d_padding_never_wins():
+    """A window whose inputs are all -inf ties with its -inf padding: the first input wins, and its
+    gradient reaches the input (as PyTorch's index 0, gradient [1, 1, 1, 1])."""
+    x = gt.tensor([[[[-math.inf, 1.0], [2.0, 3.0]]]], requires_grad=True)
+    out, idx = F.max_pool2d(x, 2, stride=2, padding=1, return_indices=True)
+    np.testing.assert_array_equal(idx.numpy()[0, 0], [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(out.numpy()[0, 0], [[-math.inf, 1.0], [2.0, 3.0]])
+    F.max_pool2d(x, 2, stride=2, padding=1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((1, 1, 2, 2)))
+
+
+def test_pooling_ceil_mode_takes_an_input_shorter_than_the_kernel():
+    """ceil_mode keeps a window that starts inside the input and runs past it (as PyTorch)."""
+    x = gt.tensor(np.arange(3.0).reshape(1, 1, 1, 3))
+    np.testing.assert_allclose(F.avg_pool2d(x, 2, ceil_mode=True).numpy(), [[[[0.5, 2.0]]]])
+    np.testing.assert_array_equal(F.max_pool2d(x, 2, ceil_mode=True).numpy(), [[[[1.0, 2.0]]]])
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        F.avg_pool2d(x, 2)
 
 
 @pytest.mark.parametrize("call,match", [

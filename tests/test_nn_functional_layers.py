@@ -1,5 +1,7 @@
 """linear, dropout, embedding, one_hot, layer_norm and batch_norm: values, first and second order
 gradients, running statistics, seeded dropout masks, and argument errors."""
+import math
+
 import numpy as np
 import pytest
 
@@ -136,6 +138,13 @@ def test_embedding_max_norm_renormalizes_rows_in_place():
     out = F.embedding(gt.tensor([0, 1, 0]), weight, max_norm=1.0)  # a repeated row is scaled once
     np.testing.assert_allclose(out.numpy(), [[0.6, 0.8], [0.3, 0.4], [0.6, 0.8]], rtol=1e-6)
     np.testing.assert_allclose(weight.numpy(), [[0.6, 0.8], [0.3, 0.4], [6.0, 8.0]], rtol=1e-6)  # row 2 unused
+
+
+@pytest.mark.parametrize("norm_type,norm", [(1.0, 7.0), (math.inf, 4.0), (3.0, 91.0 ** (1 / 3))])
+def test_embedding_max_norm_takes_any_norm_type(norm_type, norm):
+    weight = gt.tensor([[3.0, -4.0]], dtype=gt.float64)
+    out = F.embedding(gt.tensor([0]), weight, max_norm=1.0, norm_type=norm_type)
+    np.testing.assert_allclose(out.numpy(), [[3.0 / norm, -4.0 / norm]], rtol=1e-6)
 
 
 def test_embedding_errors():

@@ -220,6 +220,33 @@ def test_nll_loss(shape, kw):
                                                             gt.tensor(target), **_gt_kwargs(kw)), ref, [shape]))
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_weighted_mean_divides_by_a_weight_sum_below_one(loss):
+    """'mean' with class weights divides by sum(w[y]) also when it is below 1 (it was taken as 1)."""
+    x = np.array([[0.3, -1.2], [0.1, 0.4]])
+    y, w = np.array([0, 1]), np.array([0.25, 0.5])
+    inputs = gt.tensor(x, requires_grad=True)
+    out = getattr(F, loss)(inputs, gt.tensor(y), gt.tensor(w))
+    logp = np_log_softmax(x, 1) if loss == "cross_entropy" else x
+    picked = -logp[[0, 1], y] * w[y]
+    np.testing.assert_allclose(out.item(), picked.sum() / 0.75, rtol=1e-12)
+    out.backward()
+    expected = np.zeros_like(x)
+    expected[[0, 1], y] = -w[y] / 0.75
+    if loss == "cross_entropy":
+        expected += np.exp(logp) * (w[y] / 0.75)[:, None]
+    np.testing.assert_allclose(inputs.grad.numpy(), expected, rtol=1e-12)
+
+
+def test_nll_loss_ignores_minus_infinity_in_other_classes():
+    """A masked class's -inf log-probability does not reach the loss (0 * -inf would be NaN)."""
+    x = gt.tensor([[0.0, -math.inf], [-math.inf, -0.5]], requires_grad=True)
+    out = F.nll_loss(x, gt.tensor([0, 1]))
+    assert out.item() == 0.25
+    out.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[-0.5, 0.0], [0.0, -0.5]])
+
+
 def test_softmax_cross_entropy_gradient_is_softmax_minus_onehot():
     rng = np.random.default_rng(0)
     logits = gt.tensor(rng.standard_normal((5, 4)), requires_grad=True)

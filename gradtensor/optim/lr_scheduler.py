@@ -422,6 +422,8 @@ class ReduceLROnPlateau(LRScheduler):
         self.threshold, self.threshold_mode = threshold, threshold_mode
         self.cooldown, self.eps = cooldown, eps
         self.min_lrs = _per_group("ReduceLROnPlateau", "min_lr", optimizer, min_lr)
+        # for groups added later (None: min_lr was given per group, and a new group needs its own)
+        self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else min_lr
         self.last_epoch = 0
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
@@ -448,7 +450,15 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0  # bad epochs during cooldown do not count
         if self.num_bad_epochs > self.patience:
-            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+            groups = self.optimizer.param_groups
+            if len(groups) != len(self.min_lrs):
+                if self.default_min_lr is None:
+                    raise RuntimeError(
+                        f"ReduceLROnPlateau: the optimizer has {len(groups)} parameter groups but min_lr was given "
+                        f"for {len(self.min_lrs)}; set .min_lrs to one value per group"
+                    )
+                self.min_lrs = [self.default_min_lr] * len(groups)
+            for group, min_lr in zip(groups, self.min_lrs):
                 new_lr = max(group["lr"] * self.factor, min_lr)
                 if group["lr"] - new_lr > self.eps:
                     group["lr"] = new_lr

@@ -17,6 +17,13 @@ def check_floating(x, name, what="input"):
         raise TypeError(f"{name}: expected a floating-point {what}, got dtype {x.dtype}")
 
 
+def check_one_dtype(name, input, weight, bias):
+    """A layer computes in one dtype: a float32 input with float64 weights is refused, not widened."""
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        found = ", ".join(str(t.dtype) for t in (input, weight, bias) if t is not None)
+        raise TypeError(f"{name}: input, weight and bias must have one dtype, got {found}")
+
+
 def as_float(x, name):
     """x itself when floating, else cast to the default float dtype (as elementwise math does)."""
     check_tensor(x, name)

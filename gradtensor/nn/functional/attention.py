@@ -65,6 +65,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             )
         if attn_mask.dtype == dtypes.bool:
             scores = ops.where(attn_mask, scores, -math.inf)
+        elif not dtypes.is_floating(attn_mask.dtype):
+            raise TypeError(f"{_NAME}: attn_mask must be bool or floating, got dtype {attn_mask.dtype}")
         else:
             scores = scores + attn_mask.astype(scores.dtype)
         # a causal row always attends its own key, so only a user's mask can empty a row (finding out

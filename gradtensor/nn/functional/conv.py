@@ -6,7 +6,7 @@ backward works too.
 """
 import math
 
-from ._util import as_tuple, batched, check_floating, unbatched
+from ._util import as_tuple, batched, check_floating, check_one_dtype, unbatched
 from ._window import Unfold, make_window
 from ...ops._autocast import autocast_op
 
@@ -43,6 +43,7 @@ def _conv(name, nd, input, weight, bias, stride, padding, dilation, groups):
         )
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"{name}: bias must have shape ({c_out},), got {bias.shape}")
+    check_one_dtype(name, input, weight, bias)
 
     kernel = weight.shape[2:]
     stride = as_tuple(stride, nd, name, "stride")

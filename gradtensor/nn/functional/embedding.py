@@ -30,7 +30,7 @@ def _renorm_rows(weight, idx, max_norm, norm_type):
     """Rescale, in place, the referenced rows whose norm exceeds max_norm (as PyTorch's embedding_renorm_)."""
     mod = backend.xp(weight.data)
     rows = idx.reshape(-1)  # not unique()'d (a host read on CuPy): a repeated row is written the same twice
-    norms = (mod.abs(weight.data[rows]) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    norms = mod.linalg.norm(weight.data[rows], ord=norm_type, axis=1)  # (any p, inf included)
     scale = mod.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(weight.dtype)
     weight.data[rows] *= scale.reshape(-1, 1)
     weight._bump_version()

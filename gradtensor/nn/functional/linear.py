@@ -3,7 +3,7 @@ import math
 
 from ... import backend
 from ...autograd.function import Function
-from ._util import check_tensor
+from ._util import check_one_dtype, check_tensor
 from ...ops._autocast import autocast_op
 from ...ops._util import matmul_of
 
@@ -52,9 +52,7 @@ def linear(input, weight, bias=None):
         check_tensor(bias, "linear", "bias")
         if bias.shape != (out_features,):
             raise ValueError(f"linear: bias must have shape ({out_features},), got {bias.shape}")
-    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
-        dtypes = ", ".join(str(t.dtype) for t in (input, weight, bias) if t is not None)
-        raise TypeError(f"linear: input, weight and bias must have one dtype, got {dtypes}")
+    check_one_dtype("linear", input, weight, bias)
     # One 2-D product: batch axes fold into the rows (a batched matmul would build per-batch weight
     # gradients, then sum them).
     rows = input.reshape(math.prod(input.shape[:-1]), in_features) if input.ndim != 2 else input

@@ -290,10 +290,12 @@ def _reduce_by(loss, reduction, divisor):
     if reduction == "sum":
         return total
     # every sample ignored (divisor 0): a NaN loss whose gradient is zero (not NaN), as PyTorch; chosen on
-    # the device (where() sends no gradient to the branch it drops), so nothing is read back
+    # the device (where() sends no gradient to the branch it drops), so nothing is read back. (The
+    # divisor is a weight sum: below 1 when class weights are, and then divided by as it is.)
     mod = backend.xp(total.data)
     divisor = mod.asarray(divisor, dtype=total.dtype)
-    return ops.where(divisor > 0, total / mod.maximum(divisor, 1), math.nan)
+    nonzero = divisor != 0
+    return ops.where(nonzero, total / mod.where(nonzero, divisor, 1), math.nan)
 
 
 @autocast_op("cross_entropy")
@@ -337,7 +339,10 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if target.dtype.kind not in "iu":
         raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
     q, divisor = _class_target(name, input, target, weight, ignore_index, 0.0)
-    loss = -(input * q).sum(axis=_class_axis(input))
+    # only the target entries count: another class's -inf (a masked log-probability) times its zero
+    # weight would make the loss NaN
+    picked = ops.where(q.data != 0, input, 0.0)
+    loss = -(picked * q).sum(axis=_class_axis(input))
     return _reduce_by(loss, reduction, divisor)
 
 

@@ -22,11 +22,11 @@ def _pool_window(name, input, kernel_size, stride, padding, dilation, ceil_mode)
                 f"{name}: need positive kernel_size, stride and dilation and padding at most half the kernel, "
                 f"got kernel_size {kernel}, stride {stride}, padding {pad}, dilation {dilation}"
             )
-        if n + 2 * p < span:
-            raise ValueError(f"{name}: input of shape {input.shape} (padding {pad}) is smaller than the kernel {kernel}")
         out = (n + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
         if ceil_mode and (out - 1) * s >= n + p:  # the last window must start inside the input or left padding
             out -= 1
+        if out < 1:
+            raise ValueError(f"{name}: input of shape {input.shape} (padding {pad}) is smaller than the kernel {kernel}")
         pad_hi.append(max(p, (out - 1) * s + span - n - p))
     return make_window(name, input.shape[2:], kernel, stride, dilation, pad, tuple(pad_hi))
 
@@ -54,7 +54,22 @@ def _max_and_winners(data, window):
         won *= k
         mod.maximum(arg, won, out=arg)
         mod.maximum(best, candidate, out=best)
+    if window.is_padded:  # a window whose inputs are all -inf ties with its padding: its first input wins
+        arg = mod.where(mod.isneginf(best), _first_input_offset(window, mod).astype(arg.dtype), arg)
     return best, arg
+
+
+def _first_input_offset(window, mod):
+    """Per output position, the (row-major) kernel offset of the first input its window reads that is
+    not padding; shaped to broadcast against the output."""
+    flat = 0
+    ndim = len(window.kernel)
+    for axis, (k, s, d, lo, n) in enumerate(
+            zip(window.kernel, window.stride, window.dilation, window.pad_lo, window.out_size)):
+        start = mod.arange(n) * s  # each window's first position in the padded input
+        first = mod.clip(-((start - lo) // d), 0, k - 1)  # the first kernel index at or past lo
+        flat = flat * k + first.reshape((n,) + (1,) * (ndim - 1 - axis))
+    return flat
 
 
 class _WindowScatter(Function):
