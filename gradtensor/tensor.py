@@ -234,6 +234,12 @@ class Tensor:
                 "or into x.detach()"
             )
         if isinstance(value, Tensor):
+            if value.requires_grad and grad_mode.state.grad_enabled:
+                raise RuntimeError(
+                    f"__setitem__: the value (shape {value.shape}) requires grad, but a write into a tensor is "
+                    "not recorded, so its gradient would be lost; build the result with gt.where, gt.concatenate "
+                    "or gt.stack instead, or write value.detach() if no gradient should flow"
+                )
             if not backend.same_device((self.data, value.data)):
                 raise RuntimeError(
                     f"__setitem__: value is on {value.device} but the tensor is on {self.device}"

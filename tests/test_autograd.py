@@ -197,6 +197,15 @@ def test_hook_on_a_leaf_used_several_times_sees_the_sum_once():
     assert_close(x.grad, 10 * total)
 
 
+@pytest.mark.parametrize("hook,what", [(lambda g: g.sum(), r"shape \(2,\), dtype float64 to shape \(\)"),
+                                       (lambda g: g.astype("float32"), "shape .2,., dtype float64 to shape .2,., dtype float32")])
+def test_a_hook_may_not_change_the_gradients_shape_or_dtype(hook, what):
+    for x in (leaf([1.0, 2.0]), leaf([1.0, 2.0]) * 1.0):
+        x.register_hook(hook)
+        with pytest.raises(RuntimeError, match=f"backward: hook '<lambda>' changed the gradient from {what}"):
+            (x * x).sum().backward()
+
+
 def test_hook_on_a_non_leaf_modifies_the_gradient_flowing_on():
     x = leaf([1.0, 2.0])
     y = x * 3.0
@@ -470,6 +479,28 @@ def test_custom_function_with_an_unused_output_gets_zeros_for_it():
     assert_close(x.grad, [2.0, 2.0, 0.0, 0.0])
 
 
+class DoubleAndExp(Function):
+    """Two outputs; backward uses the second, kept with save_output."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x.data, ctx.save_output(np.exp(x.data))
+
+    @staticmethod
+    def backward(ctx, g_double, g_exp):
+        return g_double * 2 + g_exp * ctx.saved_output()
+
+
+def test_saved_output_of_a_later_output_differentiates_as_that_output():
+    """saved_output() is output 1 here: the second derivative goes through exp, not through 2x."""
+    x = leaf([0.5])
+    _, y = DoubleAndExp.apply(x)
+    (g,) = gt.autograd.grad(y.sum(), [x], create_graph=True)
+    (h,) = gt.autograd.grad(g.sum(), [x])
+    assert_close(g, np.exp([0.5]))
+    assert_close(h, np.exp([0.5]))
+
+
 class WrongShape(Function):
     @staticmethod
     def forward(ctx, x):
@@ -525,6 +556,16 @@ def test_setitem_on_a_tensor_requiring_grad_raises():
     x = leaf([1.0, 2.0])
     with pytest.raises(RuntimeError, match=r"__setitem__.*\(2,\)"):
         x[0] = 5.0
+
+
+def test_setitem_of_a_value_requiring_grad_raises():
+    """The write is not recorded: the value's gradient would be lost without a word."""
+    x = leaf([1.0, 2.0])
+    b = gt.zeros(2, dtype=gt.float64)
+    with pytest.raises(RuntimeError, match=r"__setitem__: the value \(shape \(2,\)\) requires grad"):
+        b[:] = x * 2
+    b[:] = (x * 2).detach()
+    assert_close(b, [2.0, 4.0])
 
 
 def test_setitem_under_no_grad_writes_and_bumps_the_version():

@@ -355,6 +355,17 @@ def test_float_tensor_with_int_tensor_keeps_the_float_dtype():
     np.testing.assert_array_equal(f.grad.numpy(), [2.0, 3.0])
 
 
+def test_small_integers_and_bools_as_pytorch_gives_them():
+    """NumPy takes arctan2 of int8 in float16 and power of bools in int8, and has no sign of a bool."""
+    angle = gt.arctan2(gt.tensor(np.array([1], np.int8)), gt.tensor(np.array([3], np.int8)))
+    assert angle.dtype == gt.float32
+    np.testing.assert_allclose(angle.numpy(), [np.arctan2(1.0, 3.0)], rtol=1e-7)
+    flags = gt.tensor([True, False])
+    assert (flags ** 2).dtype == gt.int64 and (flags ** 2).tolist() == [1, 0]
+    assert (flags ** 0.5).dtype == gt.float32
+    assert gt.sign(flags).dtype == gt.bool and gt.sign(flags).tolist() == [True, False]
+
+
 def test_int_tensors_cannot_require_grad():
     with pytest.raises(TypeError, match="floating"):
         gt.tensor([1, 2], requires_grad=True)

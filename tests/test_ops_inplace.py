@@ -162,6 +162,20 @@ def test_an_in_place_change_of_a_saved_output_raises():
             h.sum().backward()
 
 
+def test_an_output_its_node_keeps_can_be_changed_in_place_on_the_tape():
+    """The node that kept its output is no other tensor sharing its memory: the in-place op goes
+    ahead (it was refused as shared), and backward raises only where the kept output is needed."""
+    w = leaf([1.0, -2.0])
+    h = w ** 2  # (pow keeps its output only for the exponent's gradient: not needed here)
+    h += 1.0
+    gt.nn.ReLU(inplace=True)(h).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [2.0, -4.0], rtol=1e-15)
+    h = w.exp()
+    h += 1.0
+    with pytest.raises(RuntimeError, match=r"ExpBackward: its output .* was modified in place"):
+        h.sum().backward()
+
+
 def test_products_keep_an_operand_only_for_the_other_ones_gradient():
     """h * 0.5 does not need h for any gradient, so changing h afterwards is fine (as in PyTorch)."""
     w = leaf([0.5, -1.0, 2.0])

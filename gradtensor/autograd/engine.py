@@ -266,11 +266,24 @@ def _run_hooks(hooks, g, create_graph, borrowed):
             borrowed.add(id(_owner(_array(t))))
             result = hook(t)
             if result is not None:
-                t = result
+                t = _checked_hook_result(hook, result, t)
     finally:
         state.backward_on_arrays = on_arrays
     borrowed.add(id(_owner(_array(t))))
     return t if create_graph else t.data
+
+
+def _checked_hook_result(hook, result, g):
+    """A hook's replacement for gradient g, which must look like g (as PyTorch checks)."""
+    name = getattr(hook, "__name__", type(hook).__name__)
+    if not isinstance(result, Tensor):
+        raise TypeError(f"backward: hook {name!r} returned a {type(result).__name__}; return a Tensor or None")
+    if result.shape != g.shape or result.dtype != g.dtype:
+        raise RuntimeError(
+            f"backward: hook {name!r} changed the gradient from shape {g.shape}, dtype {g.dtype} to shape "
+            f"{result.shape}, dtype {result.dtype}; a hook's result replaces the gradient and must look like it"
+        )
+    return result
 
 
 def _accumulate(leaf, g, create_graph, borrowed):

@@ -43,6 +43,7 @@ class Function:
     _saved_versions = None  # their version counters at save time, taken when the op is recorded
     _saved_output = None  # the output array, when forward asked to keep it (ctx.save_output)
     _output_version = None  # (version counter, version at record time) of that output's tensor
+    _saved_output_nr = 0  # which output it is
     _hooks = None  # {output_nr: [hook]} of non-leaf tensors
     _freed = False
     _output_meta = None  # per output (shape, dtype) when there are several: unused ones get zero gradients
@@ -102,9 +103,10 @@ class Function:
             Tensor(o, o.dtype.kind == "f" or o.dtype == _bfloat16, self, i, _shared_version(o, args))
             for i, o in enumerate(out)
         )
-        for result in results:
+        for i, result in enumerate(results):
             if result.data is self._saved_output:
                 self._output_version = result._version, result._version[0]
+                self._saved_output_nr = i
         return results
 
     def input_shape(self, i):
@@ -158,7 +160,7 @@ class Function:
             )
         if state.backward_on_arrays:
             return self._saved_output
-        out = Tensor(self._saved_output, grad_fn=self if state.grad_enabled else None)
+        out = Tensor(self._saved_output, grad_fn=self if state.grad_enabled else None, output_nr=self._saved_output_nr)
         out.requires_grad = state.grad_enabled
         return out
 

@@ -183,7 +183,10 @@ class Pow(Function):
         base = data_of(a)
         if isinstance(a, Tensor) and a.dtype.kind in "iub" and isinstance(b, numbers.Number) and b < 0:
             base = base.astype(dtypes.get_default_dtype())  # NumPy refuses ints to negative powers
-        return ctx.save_output(_promoted(base ** data_of(b), a, b))
+        elif isinstance(a, Tensor) and a.dtype.kind == "b":
+            base = base.astype(dtypes.int64)  # NumPy's power has no bool loop (it would take int8)
+        out = _promoted(base ** data_of(b), a, b)
+        return ctx.save_output(out) if ctx.needs_input_grad[1] else out  # (the exponent's gradient uses it)
 
     @staticmethod
     def backward(ctx, g):
@@ -508,11 +511,20 @@ class Arctan(Function):
         return g / (1 + x * x)
 
 
+def _float_data(v):
+    """A Tensor operand's data, integers and bools in the default float dtype; other operands as they are."""
+    if not isinstance(v, Tensor):
+        return v
+    return v.data.astype(dtypes.get_default_dtype()) if v.data.dtype.kind in "iub" else v.data
+
+
 class Arctan2(Function):
     @staticmethod
     def forward(ctx, y, x):
         ctx.save_for_backward(y, x)
-        return _promoted(_xp_of(y, x).arctan2(data_of(y), data_of(x)), y, x)
+        # integer operands in the default float dtype first (NumPy would take small ints in float16)
+        y_data, x_data = (_float_data(v) for v in (y, x))
+        return _promoted(_xp_of(y, x).arctan2(y_data, x_data), y, x)
 
     @staticmethod
     def backward(ctx, g):
@@ -593,7 +605,8 @@ class Round(_Rounding):
 class Sign(_Rounding):
     @staticmethod
     def forward(ctx, x):
-        return _xp(x).sign(x.data)
+        # (NumPy has no bool loop; a bool is its own sign, as in PyTorch)
+        return x.data.copy() if x.data.dtype.kind == "b" else _xp(x).sign(x.data)
 
 
 def _check_tensor(x, name):

@@ -36,7 +36,7 @@ def in_place(fn, x, name):
     out = fn(Tensor(x.data, x.requires_grad, x.grad_fn, x._output_nr))
     if not out.requires_grad:  # nothing to record
         return _write(x, out, name)
-    if sys.getrefcount(x._version) > _ONE_HOLDER:  # views, their base and detached aliases share it
+    if _shared(x):
         raise RuntimeError(
             f"{name}: the tensor (shape {x.shape}) shares its memory with another tensor (a view, its base or "
             "a detached alias), which would not see the change on the tape; compute a new tensor"
@@ -83,6 +83,17 @@ def _references_of_one_holder():
 
 
 _ONE_HOLDER = _references_of_one_holder()
+
+
+def _shared(x):
+    """Whether another tensor (a view, its base, a detached alias) holds x's version counter. The node
+    that made x may hold it too, to check at backward that the output it kept is unchanged: that is
+    no other tensor (writing into such an output raises at backward, as in PyTorch)."""
+    holders = _ONE_HOLDER
+    kept = x.grad_fn._output_version if x.grad_fn is not None else None
+    if kept is not None and kept[0] is x._version:
+        holders += 1
+    return sys.getrefcount(x._version) > holders
 
 
 # --- the methods ---------------------------------------------------------------------------------

@@ -368,7 +368,8 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
     an int axis: vector norms (ord None/2, 1, inf, -inf, 0 = count of nonzeros, any real p);
     a pair of axes: matrix norms (ord None/'fro', 'nuc', 1, -1, 2, -2, inf, -inf; 'nuc' and +-2 from the
     singular values, whose gradient needs them distinct beyond first order).
-    The gradient at x = 0 is 0 (a subgradient), never NaN.
+    The gradient at x = 0 is a subgradient, never NaN: 0, except for 'nuc' and +-2, whose gradient
+    comes from the SVD's singular vectors there too (as PyTorch's).
     """
     _check_tensor(x, "norm")
     x = _floating(_autocast(x, "norm"))
