@@ -90,7 +90,10 @@ class Device:
         if isinstance(type, Device):
             type, index = type.type, type.index
         elif isinstance(type, str) and ":" in type:
+            spec = type
             type, _, idx = type.partition(":")
+            if not idx.isdigit():
+                raise RuntimeError(f"device: expected 'cpu', 'cuda' or 'cuda:N' with N >= 0, got {spec!r}")
             index = int(idx)
         if type not in ("cpu", "cuda"):
             raise RuntimeError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {type!r}")
@@ -101,7 +104,10 @@ class Device:
 
     def __eq__(self, other):
         if isinstance(other, str):
-            other = Device(other)
+            try:
+                other = Device(other)
+            except RuntimeError:  # not a device name: not this device
+                return False
         return isinstance(other, Device) and self.type == other.type and self.index == other.index
 
     def __hash__(self):
@@ -400,7 +406,7 @@ _philox_counters = {}  # device -> [seed, offset]: the counter-based stream of f
 
 def manual_seed(seed):
     global _seed
-    _seed = int(seed)
+    _seed = int(seed) % 2**64  # (a negative seed as PyTorch takes it: NumPy's generators need one >= 0)
     _generators.clear()
     _philox_counters.clear()
 
@@ -423,7 +429,7 @@ def _philox_counter(device):
     counter = _philox_counters.get(device)
     if counter is None:
         # the manual seed when there is one (every device draws the same stream), else fresh entropy
-        seed = _seed % 2**64 if _seed is not None else int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        seed = _seed if _seed is not None else int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         counter = _philox_counters[device] = [seed, 0]
     return counter
 

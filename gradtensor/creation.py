@@ -1,4 +1,7 @@
 """Creating tensors: from data, filled, ranges, and random (seeded per device)."""
+import numbers
+import operator
+
 import numpy as np
 
 from . import backend, dtypes
@@ -19,6 +22,27 @@ def _make(array, requires_grad):
     return Tensor(array, requires_grad=requires_grad)
 
 
+def _numeric(array, op):
+    """array itself, when it holds numbers a tensor can (bools, integers, floats)."""
+    if array.dtype.kind not in "biuf" and not dtypes.is_floating(array.dtype):
+        raise TypeError(f"{op}: expected numbers (bool, integer or floating), got dtype {array.dtype}")
+    return array
+
+
+_PLAIN_NUMBERS = frozenset((float, int, bool))
+
+
+def _plain_numbers(data):
+    """Whether data is Python numbers, or (nested) lists/tuples of them only: float64 from those is the
+    default float, as a Python float alone gives; arrays, NumPy scalars and tensors inside keep theirs."""
+    if not isinstance(data, (list, tuple)):
+        return type(data) in _PLAIN_NUMBERS
+    kinds = set(map(type, data))  # (one C pass over a long flat list)
+    if kinds <= _PLAIN_NUMBERS:
+        return True
+    return all(_plain_numbers(item) for item in data)
+
+
 def _convert(data, dtype, device, copy):
     """The array for tensor()/asarray(): keeps array dtypes, Python floats become the default float."""
     dtype = dtypes.as_dtype(dtype)
@@ -34,7 +58,7 @@ def _convert(data, dtype, device, copy):
             arr = arr.astype(dtype, copy=copy)
         elif copy and arr is data:
             arr = arr.copy()
-        return arr
+        return _numeric(arr, "tensor")
     if isinstance(data, np.generic):
         arr = np.asarray(data)
     else:
@@ -43,10 +67,11 @@ def _convert(data, dtype, device, copy):
             arr = np.asarray(data, dtype=dtype or inferred)
         except ValueError as e:
             raise ValueError(f"tensor: cannot build a tensor from ragged or inconsistent nested data ({e})") from None
-        if dtype is None and inferred is None and arr.dtype == np.float64:
+        except OverflowError as e:
+            raise OverflowError(f"tensor: a value does not fit the dtype {dtype or inferred} ({e})") from None
+        if dtype is None and inferred is None and arr.dtype == np.float64 and _plain_numbers(data):
             arr = arr.astype(dtypes.get_default_dtype())  # nested lists of Python floats
-    if arr.dtype.kind not in "biuf" and not dtypes.is_floating(arr.dtype):
-        raise TypeError(f"tensor: expected numbers, got {type(data).__name__} data of dtype {arr.dtype}")
+    _numeric(arr, "tensor")
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
     return backend.to_device(arr, _device(device))
@@ -66,21 +91,24 @@ def from_numpy(a):
     """A tensor sharing memory with a NumPy array."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
-    return Tensor(a)
+    return Tensor(_numeric(a, "from_numpy"))
 
 
 def from_dlpack(x):
     """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch, ...)."""
     device_type, _ = x.__dlpack_device__()
-    if device_type == 1:  # kDLCPU
-        return Tensor(np.from_dlpack(x))
-    return Tensor(backend.require_cupy().from_dlpack(x))
+    array = np.from_dlpack(x) if device_type == 1 else backend.require_cupy().from_dlpack(x)  # 1: kDLCPU
+    return Tensor(_numeric(array, "from_dlpack"))
 
 
-def _shape(shape):
+def _shape(shape, op):
+    """A shape from sizes given as separate ints or as one sequence (or int)."""
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
         shape = shape[0]
-    return tuple(int(s) for s in shape) if not isinstance(shape, (int, np.integer)) else (int(shape),)
+    try:
+        return (operator.index(shape),) if isinstance(shape, (int, np.integer)) else tuple(map(operator.index, shape))
+    except TypeError:
+        raise TypeError(f"{op}: sizes must be integers, got {shape!r}") from None
 
 
 def _float_or(dtype):
@@ -88,23 +116,27 @@ def _float_or(dtype):
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
-    return _make(_device(device).xp.zeros(_shape(shape), _float_or(dtype)), requires_grad)
+    return _make(_device(device).xp.zeros(_shape(shape, "zeros"), _float_or(dtype)), requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
-    return _make(_device(device).xp.ones(_shape(shape), _float_or(dtype)), requires_grad)
+    return _make(_device(device).xp.ones(_shape(shape, "ones"), _float_or(dtype)), requires_grad)
 
 
 def empty(*shape, dtype=None, device=None, requires_grad=False):
-    return _make(_device(device).xp.empty(_shape(shape), _float_or(dtype)), requires_grad)
+    return _make(_device(device).xp.empty(_shape(shape, "empty"), _float_or(dtype)), requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    if not isinstance(fill_value, (numbers.Number, np.generic)):
+        raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__}")
     dtype = dtypes.as_dtype(dtype) or dtypes.infer_dtype(fill_value)
-    return _make(_device(device).xp.full(_shape((shape,)), fill_value, dtype), requires_grad)
+    return _make(_numeric(_device(device).xp.full(_shape((shape,), "full"), fill_value, dtype), "full"), requires_grad)
 
 
 def _like(x, dtype, device):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"*_like: expected a Tensor to take the shape of, got {type(x).__name__}")
     return dtypes.as_dtype(dtype) or x.dtype, backend.as_device(device) or x.device
 
 
@@ -129,12 +161,20 @@ def full_like(x, fill_value, dtype=None, device=None, requires_grad=False):
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
-    """As numpy.arange; float arguments give the default float dtype, ints int64."""
+    """As numpy.arange; float arguments (Python, NumPy or 0-d tensors) give the default float dtype,
+    ints int64. Narrow floats are computed in float64 and rounded once (as PyTorch), not accumulated."""
+    start, stop, step = (v.item() if isinstance(v, Tensor) else v for v in (start, stop, step))
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
     if dtype is None:
-        is_float = any(isinstance(v, float) for v in (start, stop, step))
+        is_float = any(isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) for v in (start, stop, step))
         dtype = dtypes.get_default_dtype() if is_float else dtypes.int64
+    dtype = dtypes.as_dtype(dtype)
     args = (0, start) if stop is None else (start, stop)
-    return _make(_device(device).xp.arange(*args, step, dtype=dtypes.as_dtype(dtype)), requires_grad)
+    xp = _device(device).xp
+    if dtypes.is_floating(dtype) and dtype.itemsize < 8:
+        return _make(xp.arange(*args, step, dtype=dtypes.float64).astype(dtype), requires_grad)
+    return _make(xp.arange(*args, step, dtype=dtype), requires_grad)
 
 
 def linspace(start, stop, num=50, endpoint=True, dtype=None, device=None, requires_grad=False):
@@ -154,22 +194,40 @@ def manual_seed(seed):
     backend.manual_seed(seed)
 
 
-def _random(device, draw, dtype, requires_grad):
-    device = _device(device)
-    arr = draw(backend.generator(device))
-    return _make(arr.astype(_float_or(dtype), copy=False), requires_grad)
+def _random(op, device, draw, dtype, requires_grad, below=None):
+    """draw(generator) in dtype (a float dtype); `below`: the bound uniform samples stay under."""
+    dtype = _float_or(dtype)
+    if not dtypes.is_floating(dtype):
+        raise TypeError(f"{op}: samples are floating point, got dtype {dtype} (randint draws integers)")
+    arr = draw(backend.generator(_device(device))).astype(dtype, copy=False)
+    if below is not None:
+        arr = below_bound(arr, *below)
+    return _make(arr, requires_grad)
+
+
+def below_bound(samples, low, high):
+    """Uniform samples of [low, high), already in their dtype, kept below high: a float64 draw just
+    under it may round up to it in a narrower dtype (float32, half precision)."""
+    mod = backend.xp(samples)
+    top = mod.nextafter(mod.asarray(high, samples.dtype), mod.asarray(low, samples.dtype))
+    return mod.minimum(samples, top, out=samples)
+
+
+def _check_range(op, low, high):
+    if not low <= high:
+        raise ValueError(f"{op}: expected low <= high, got low={low}, high={high}")
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False):
     """Uniform samples in [0, 1)."""
-    shape = _shape(shape)
-    return _random(device, lambda g: g.random(shape), dtype, requires_grad)
+    shape = _shape(shape, "rand")
+    return _random("rand", device, lambda g: g.random(shape), dtype, requires_grad, below=(0.0, 1.0))
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False):
     """Standard normal samples."""
-    shape = _shape(shape)
-    return _random(device, lambda g: g.standard_normal(shape), dtype, requires_grad)
+    shape = _shape(shape, "randn")
+    return _random("randn", device, lambda g: g.standard_normal(shape), dtype, requires_grad)
 
 
 def _affine(samples, scale, shift):
@@ -185,13 +243,18 @@ def _affine(samples, scale, shift):
 
 
 def uniform(low=0.0, high=1.0, shape=(), dtype=None, device=None, requires_grad=False):
-    shape = _shape((shape,))
-    return _random(device, lambda g: _affine(g.random(shape), high - low, low), dtype, requires_grad)
+    """Uniform samples in [low, high)."""
+    _check_range("uniform", low, high)
+    shape = _shape((shape,), "uniform")
+    return _random("uniform", device, lambda g: _affine(g.random(shape), high - low, low), dtype, requires_grad,
+                   below=(low, high))
 
 
 def normal(mean=0.0, std=1.0, shape=(), dtype=None, device=None, requires_grad=False):
-    shape = _shape((shape,))
-    return _random(device, lambda g: _affine(g.standard_normal(shape), std, mean), dtype, requires_grad)
+    if not std >= 0:
+        raise ValueError(f"normal: std must be non-negative, got {std}")
+    shape = _shape((shape,), "normal")
+    return _random("normal", device, lambda g: _affine(g.standard_normal(shape), std, mean), dtype, requires_grad)
 
 
 def randint(low, high=None, shape=(), dtype=None, device=None):
@@ -199,5 +262,5 @@ def randint(low, high=None, shape=(), dtype=None, device=None):
     if high is None:
         low, high = 0, low
     device = _device(device)
-    arr = backend.generator(device).integers(low, high, _shape((shape,)))
+    arr = backend.generator(device).integers(low, high, _shape((shape,), "randint"))
     return Tensor(arr.astype(dtypes.as_dtype(dtype) or dtypes.int64, copy=False))

@@ -34,7 +34,7 @@ def get_default_dtype():
 def set_default_dtype(dtype):
     global _default_float
     dtype = as_dtype(dtype)
-    if not is_floating(dtype):
+    if dtype is None or not is_floating(dtype):
         raise TypeError(f"set_default_dtype: expected a floating dtype, got {dtype}")
     _default_float = dtype
 
@@ -43,7 +43,7 @@ def as_dtype(dtype):
     """Normalise anything NumPy accepts as a dtype (or None) to a np.dtype."""
     if dtype is None or isinstance(dtype, np.dtype):
         return dtype
-    if dtype == "bfloat16":
+    if isinstance(dtype, str) and dtype == "bfloat16":
         if bfloat16 is None:
             raise TypeError("bfloat16 on the CPU needs the ml_dtypes package (pip install ml_dtypes)")
         return bfloat16

@@ -82,8 +82,11 @@ class Tensor:
         return self.shape[0]
 
     def __repr__(self):
-        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
-        extra = ""
+        values = self.numpy()
+        if self.dtype == dtypes.bfloat16:  # (NumPy prints bfloat16 without a decimal point)
+            values = values.astype(np.float32)
+        body = np.array2string(values, separator=", ", prefix="tensor(")
+        extra = f", size={self.shape}" if self.size == 0 and self.ndim != 1 else ""
         if self.device.type != "cpu":
             extra += f", device='{self.device}'"
         if self.dtype not in (dtypes.float32, dtypes.int64, dtypes.bool):
@@ -181,6 +184,11 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         """A host array; a copy unless copy=False was asked for (and then only when it can share)."""
         out = backend.to_host(self.data)
+        if copy is False and (out is not self.data or (dtype is not None and out.dtype != dtype)):
+            raise ValueError(  # (NumPy 2's protocol: copy=False must share or raise)
+                f"__array__: copy=False, but a {self.dtype} tensor on {self.device} cannot be shown as a host "
+                f"array{'' if dtype is None else f' of dtype {np.dtype(dtype)}'} without a copy"
+            )
         if dtype is not None and out.dtype != dtype:
             return out.astype(dtype)
         if copy is False:
@@ -197,6 +205,12 @@ class Tensor:
 
     def __float__(self):
         return float(self.item())
+
+    def __format__(self, spec):
+        """A 0-d tensor formats as its number (f"{loss:.3f}"); others as their repr."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        return object.__format__(self, spec)
 
     def __int__(self):
         return int(self.item())

@@ -403,3 +403,99 @@ def test_moving_to_cuda_without_cupy_raises_a_clear_error():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --- edge cases: data kinds, bounds, operators and formatting as in NumPy and PyTorch ----------------------
+
+
+def test_data_holding_float64_arrays_or_scalars_keeps_float64():
+    """Only Python floats take the default float dtype; arrays, NumPy scalars and tensors inside a
+    list keep theirs (as a bare array does)."""
+    assert gt.tensor([np.ones(2), np.zeros(2)]).dtype == gt.float64
+    assert gt.tensor([np.float64(1.5), 2.0]).dtype == gt.float64
+    assert gt.tensor([gt.tensor(1.0, dtype=gt.float64)]).dtype == gt.float64
+    assert gt.tensor([[1.0, 2], [3, True]]).dtype == gt.float32
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: gt.tensor(np.array([1j])), "tensor: expected numbers .* complex128"),
+    (lambda: gt.from_numpy(np.array(["a"])), "from_numpy: expected numbers .* <U1"),
+    (lambda: gt.full((2,), None), "full: fill_value must be a number, got NoneType"),
+    (lambda: gt.zeros((2.5, 3)), r"zeros: sizes must be integers, got \(2.5, 3\)"),
+    (lambda: gt.rand(2.7), "rand: sizes must be integers, got 2.7"),
+    (lambda: gt.rand(3, dtype=gt.int64), "rand: samples are floating point, got dtype int64"),
+    (lambda: gt.zeros_like(np.ones(2)), "expected a Tensor to take the shape of, got ndarray"),
+    (lambda: gt.set_default_dtype(None), "set_default_dtype: expected a floating dtype, got None"),
+])
+def test_creation_refuses_what_a_tensor_cannot_hold(make, match):
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: gt.arange(0, 5, 0), "arange: step must be nonzero"),
+    (lambda: gt.normal(0.0, -1.0, (2,)), "normal: std must be non-negative"),
+    (lambda: gt.uniform(1.0, 0.0), "uniform: expected low <= high"),
+])
+def test_creation_refuses_bad_ranges(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_arange_takes_numpy_and_tensor_floats_and_rounds_once():
+    np.testing.assert_array_equal(gt.arange(0, 1, np.float32(0.25)).numpy(), [0.0, 0.25, 0.5, 0.75])
+    np.testing.assert_array_equal(gt.arange(0, 1, gt.tensor(0.25)).numpy(), [0.0, 0.25, 0.5, 0.75])
+    assert gt.arange(np.float32(2.5)).dtype == gt.float32
+    # float32 values computed in float64 and rounded once (NumPy's float32 arange accumulates error)
+    assert gt.arange(-5, 5, 0.3)[-1].item() == np.float32(4.9)
+    assert gt.arange(0, 1, 0.1)[-1].item() == np.float32(0.9)
+
+
+@pytest.mark.parametrize("dtype", [gt.float16, gt.float32] + ([gt.bfloat16] if gt.bfloat16 is not None else []))
+def test_uniform_samples_never_reach_the_upper_bound(dtype):
+    """A float64 draw just below 1 rounds up to 1 in a narrow dtype: samples are kept below it."""
+    gt.manual_seed(0)
+    assert gt.rand(200_000, dtype=dtype).max().item() < 1.0
+    assert gt.uniform(-1.0, 1.0, (200_000,), dtype=dtype).max().item() < 1.0
+    assert gt.nn.init.uniform_(gt.zeros(200_000, dtype=dtype), -2.0, 2.0).max().item() < 2.0
+
+
+def test_negative_seeds_are_taken_as_pytorch_takes_them():
+    gt.manual_seed(-1)
+    first = gt.rand(3).numpy()
+    gt.manual_seed(2**64 - 1)
+    np.testing.assert_array_equal(gt.rand(3).numpy(), first)
+
+
+def test_bitwise_operators_as_numpy_and_pytorch():
+    x, b = gt.tensor([1, 2, 3]), gt.tensor([True, False, True])
+    assert (x & 2).tolist() == [0, 2, 2] and (x | 4).tolist() == [5, 6, 7] and (x ^ 1).tolist() == [0, 3, 2]
+    assert (~x).tolist() == [-2, -3, -4] and (3 & x).tolist() == [1, 2, 3]
+    assert (b & gt.tensor([True, True, False])).tolist() == [True, False, False] and (~b).dtype == gt.bool
+    view = x[:]
+    x &= gt.tensor([1, 1, 1])  # in place, as NumPy: a view sees it
+    assert view.tolist() == [1, 0, 1]
+    with pytest.raises(TypeError, match="bitwise_or: bitwise operators take bool and integer operands, got float32"):
+        gt.tensor([0.5]) | 2
+
+
+def test_equality_with_other_objects_is_false():
+    x = gt.tensor([1.0, 2.0])
+    assert (x == "a") is False and (x != "a") is True and (x == None) is False  # noqa: E711
+    assert x in ["a", None, x]
+    assert gt.device("cpu") != "banana"
+    assert (x == [1.0, 0.0]).tolist() == [True, False]
+
+
+def test_format_repr_and_array_protocol_details():
+    assert f"{gt.tensor(1.5):.2f}" == "1.50"
+    assert repr(gt.zeros(0, 3)) == "tensor([], size=(0, 3))"
+    if gt.bfloat16 is not None:
+        assert repr(gt.tensor([1.0, 2.5], dtype=gt.bfloat16)) == "tensor([1. , 2.5], dtype=bfloat16)"
+    x = gt.tensor([1.0, 2.0])
+    assert np.shares_memory(np.array(x, copy=False), x.data)
+    with pytest.raises(ValueError, match="copy=False"):
+        np.array(x, dtype=np.float64, copy=False)
+    assert x.to(gt.zeros(1, dtype=gt.float64)).dtype == gt.float64  # x.to(other): other's dtype and device
+    with pytest.raises(RuntimeError, match="'cuda:'"):
+        gt.device("cuda:")

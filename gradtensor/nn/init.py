@@ -6,6 +6,7 @@ then cast to the tensor's dtype. Nothing is recorded on the autograd tape.
 import math
 
 from .. import backend
+from ..creation import below_bound
 
 __all__ = [
     "calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "eye_", "xavier_uniform_",
@@ -46,8 +47,11 @@ def _generator(tensor):
 
 
 def uniform_(tensor, a=0.0, b=1.0):
-    """Fill with samples of U(a, b)."""
-    return _fill(tensor, _generator(tensor).random(tensor.shape) * (b - a) + a)
+    """Fill with samples of U(a, b): in [a, b), also after rounding to the tensor's dtype."""
+    if not a <= b:
+        raise ValueError(f"uniform_: expected a <= b, got a={a}, b={b}")
+    samples = backend.to_device(_generator(tensor).random(tensor.shape) * (b - a) + a, tensor.device)
+    return _fill(tensor, below_bound(samples.astype(tensor.dtype, copy=False), a, b))
 
 
 def normal_(tensor, mean=0.0, std=1.0):

@@ -1,4 +1,8 @@
 """The differentiable op set, grouped by family, and the Tensor methods and operators built on it."""
+import numbers
+
+import numpy as np
+
 from ..tensor import Tensor
 from . import elementwise, indexing, inplace, linalg, reduction, shape
 from .elementwise import *  # noqa: F401,F403
@@ -18,10 +22,16 @@ def _reflected(fn):
     return lambda self, other: fn(other, self)
 
 
-def _unless_none(compare, result_for_none):
-    """x == None is False and x != None True, as for PyTorch tensors (`if x == None` must not raise)."""
+def _comparable(value):
+    return isinstance(value, (Tensor, numbers.Number, np.generic, list, tuple)) or hasattr(value, "__array__") \
+        or hasattr(value, "__cuda_array_interface__")
+
+
+def _equality(compare, result_for_others):
+    """x == None or x == "a" is False (!= True), as for PyTorch tensors: `if x == None` and `x in
+    [None, "a", x]` must not raise."""
     def operator(a, b):
-        return result_for_none if b is None else compare(a, b)
+        return compare(a, b) if _comparable(b) else result_for_others
     operator.__name__ = compare.__name__
     return operator
 
@@ -37,11 +47,12 @@ def _install_tensor_methods():
         "__rtruediv__": _reflected(div), "__rfloordiv__": _reflected(floor_divide),
         "__rmod__": _reflected(remainder), "__rpow__": _reflected(pow), "__rmatmul__": _reflected(matmul),
         "__neg__": neg, "__pos__": positive, "__abs__": abs,
-        "__eq__": _unless_none(equal, False), "__ne__": _unless_none(not_equal, True), "__lt__": less, "__le__": less_equal,
+        "__eq__": _equality(equal, False), "__ne__": _equality(not_equal, True), "__lt__": less, "__le__": less_equal,
         "__gt__": greater, "__ge__": greater_equal,
-        "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor, "__invert__": logical_not,
-        "__rand__": _reflected(logical_and), "__ror__": _reflected(logical_or),
-        "__rxor__": _reflected(logical_xor),
+        # & | ^ ~ as in NumPy and PyTorch: logical on bools, bitwise on integers (floats raise)
+        "__and__": elementwise.bitwise_and, "__or__": elementwise.bitwise_or, "__xor__": elementwise.bitwise_xor,
+        "__invert__": elementwise.bitwise_invert, "__rand__": _reflected(elementwise.bitwise_and),
+        "__ror__": _reflected(elementwise.bitwise_or), "__rxor__": _reflected(elementwise.bitwise_xor),
     }
     for name, fn in operators.items():
         setattr(Tensor, name, fn)

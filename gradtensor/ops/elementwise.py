@@ -801,6 +801,37 @@ def _no_grad_unary(ufunc_name):
     return fn
 
 
+def _check_bitwise(op, *operands):
+    for v in operands:
+        kind = v.dtype.kind if isinstance(v, Tensor) else ("f" if isinstance(v, float) else "i")
+        if kind not in "biu":
+            dtype = v.dtype if isinstance(v, Tensor) else type(v).__name__
+            raise TypeError(f"{op}: bitwise operators take bool and integer operands, got {dtype}")
+
+
+def _bitwise_binary(ufunc_name):
+    """The operator & | ^ as NumPy's and PyTorch's: logical on bools, bitwise on integers."""
+    def fn(a, b):
+        a, b = binary_operands(a, b, ufunc_name)
+        _check_bitwise(ufunc_name, a, b)
+        with broadcast_errors(ufunc_name, a, b):
+            return Tensor(_xp_of(a, b).asarray(getattr(_xp_of(a, b), ufunc_name)(data_of(a), data_of(b))))
+
+    fn.__name__ = fn.__qualname__ = ufunc_name
+    return fn
+
+
+bitwise_and = _bitwise_binary("bitwise_and")
+bitwise_or = _bitwise_binary("bitwise_or")
+bitwise_xor = _bitwise_binary("bitwise_xor")
+
+
+def bitwise_invert(x):
+    """~x: logical not of bools, bitwise not of integers."""
+    _check_bitwise("bitwise_invert", x)
+    return Tensor(_xp(x).asarray(_xp(x).invert(x.data)))
+
+
 equal = _no_grad_binary("equal", "equal")
 not_equal = _no_grad_binary("not_equal", "not_equal")
 less = _no_grad_binary("less", "less")

@@ -139,6 +139,7 @@ INPLACE_METHODS = {
     "clip_": E.clip, "clamp_": E.clip, "copy_": _copy, "fill_": _copy, "zero_": _zero,
     "__iadd__": E.add, "__isub__": E.sub, "__imul__": E.mul, "__itruediv__": E.div, "__ifloordiv__": E.floor_divide,
     "__imod__": E.remainder, "__ipow__": E.pow,
+    "__iand__": E.bitwise_and, "__ior__": E.bitwise_or, "__ixor__": E.bitwise_xor,
 }
 
 

@@ -530,7 +530,10 @@ class ToDevice(Function):
 
 
 def to(x, device=None, dtype=None):
-    """Move to a device and/or cast to a dtype (no copy when nothing changes); differentiable."""
+    """Move to a device and/or cast to a dtype (no copy when nothing changes); differentiable.
+    x.to(other) takes other's device and dtype (as PyTorch)."""
+    if isinstance(device, Tensor):
+        device, dtype = device.device, device.dtype
     if isinstance(device, (str, backend.Device)) or device is None:
         device = backend.as_device(device)
     else:  # x.to(gt.float64): a dtype in the first position
